@@ -1,0 +1,43 @@
+# mlcycle — `make run` then `make test` on a fresh machine with Python 3.11+ and make.
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: help venv run test test-fast lint ui data clean
+
+help: ## show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mlcycle needs Python 3.11+, found " + sys.version.split()[0])'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install mlcycle with its dependencies
+
+run: $(STAMP) ## run the whole pipeline on the default data (embedded sqlite store); ARGS="model=random_forest ..."
+	$(BIN)/mlcycle train $(ARGS)
+
+test: $(STAMP) ## run the test suite
+	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(STAMP) ## unit and integration tests only (no subprocess end-to-end tests)
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+lint: $(STAMP) ## ruff check + format check
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+ui: $(STAMP) ## open the MLflow UI on the embedded store (http://127.0.0.1:5000)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+data: $(STAMP) ## write the default dataset to data/ecommerce.csv
+	$(BIN)/mlcycle generate-data
+
+clean: ## remove run outputs (tracking store, artifacts, Hydra outputs); keeps .venv
+	rm -rf mlflow.db mlartifacts mlruns outputs multirun

@@ -1,0 +1,106 @@
+"""``mlcycle train [overrides...]``: the Hydra application that runs the pipeline."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import traceback
+
+from mlcycle.cli import expand_overrides
+from mlcycle.errors import MlcycleError
+
+log = logging.getLogger("mlcycle")
+
+
+def main(argv: list[str]) -> int:
+    args = expand_overrides(argv)
+    from mlcycle.config import config_dir, register_configs
+
+    try:
+        register_configs()
+        conf = config_dir()
+        precheck(args)
+    except MlcycleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+    import hydra
+
+    sys.argv = ["mlcycle train", *args]
+    app = hydra.main(config_path=str(conf), config_name="config", version_base="1.3")(_task)
+    app()
+    return 0
+
+
+def precheck(args: list[str]) -> None:
+    """Compose and validate the config of a single run, so a bad override or value is one
+    clear line and no run is created. Sweeps are checked by Hydra per job."""
+    if any(a.startswith("-") for a in args):
+        return  # -m, --cfg, --help, ...: Hydra's own handling
+    from hydra import compose, initialize_config_dir
+
+    from mlcycle.config import ConfigError, config_dir, to_typed
+
+    overrides = [a for a in args if not a.startswith(("hydra.", "hydra/", "+hydra", "++hydra"))]
+    with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="mlcycle"):
+        try:
+            cfg = compose("config", overrides=overrides)
+        except Exception as exc:
+            raise ConfigError(_one_line(exc)) from None
+    try:
+        to_typed(cfg)
+    except MlcycleError:
+        raise
+    except Exception as exc:  # omegaconf validation/interpolation errors
+        raise ConfigError(_one_line(exc)) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    parts = []
+    while exc is not None and len(parts) < 3:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if first not in parts:
+            parts.append(first)
+        exc = exc.__cause__
+    return ": ".join(parts)
+
+
+def _task(cfg) -> None:
+    from mlcycle import pipeline
+    from mlcycle.config import to_typed
+
+    started = time.perf_counter()
+    try:
+        typed = to_typed(cfg)
+        result = pipeline.run(typed)
+    except MlcycleError as exc:
+        print(f"error: {_where(exc)}{exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if os.environ.get("MLCYCLE_DEBUG"):
+            traceback.print_exc()
+        hint = "" if os.environ.get("MLCYCLE_DEBUG") else " (MLCYCLE_DEBUG=1 shows the traceback)"
+        print(f"error: {_where(exc)}{type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+        sys.exit(1)
+    _summary(result, time.perf_counter() - started)
+
+
+def _where(exc: BaseException) -> str:
+    notes = [n for n in getattr(exc, "__notes__", []) if n.startswith("stage ")]
+    return f"[{notes[0]}] " if notes else ""
+
+
+def _summary(result, seconds: float) -> None:
+    state = result.state
+    metrics = {f"cv_{state.metric}": state.cv_score} if state.cv_score is not None else {}
+    metrics |= {f"test_{k}": v for k, v in state.test_metrics.items()}
+    lines = [f"mlcycle: run {result.run_id} finished in {seconds:.1f} s ({result.tracking_uri})"]
+    if metrics:
+        lines.append("  " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    if state.registered_version:
+        lines.append(f"  registered {state.registered_name} version {state.registered_version} ({', '.join(state.aliases)})")
+    if result.tracking_uri.startswith("sqlite:"):
+        lines.append(f"  browse: mlflow ui --backend-store-uri {result.tracking_uri}")
+    print("\n".join(lines))

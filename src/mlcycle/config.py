@@ -1,0 +1,287 @@
+"""Typed configuration: one dataclass schema per config group, registered in Hydra's ConfigStore.
+
+The YAML files under ``conf/`` fill these schemas. Because every field is typed, Hydra rejects
+an unknown key or a wrong type (``tune.n_trials=abc``) while composing, before any MLflow run
+exists. ``validate`` adds the checks a type cannot express (fractions that sum to one, ...).
+
+Nothing here runs at import: call ``register_configs()`` before composing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from mlcycle.errors import ConfigError
+
+STAGES = ("ingest", "preprocess", "features", "tune", "train", "evaluate", "register")
+
+
+class Task(str, Enum):
+    binary = "binary"
+    multiclass = "multiclass"
+    regression = "regression"
+
+
+class Source(str, Enum):
+    generator = "generator"  # mlcycle.datasets.ecommerce
+    file = "file"  # CSV or Parquet at data.path
+    sklearn = "sklearn"  # a dataset bundled with scikit-learn
+
+
+class Clip(str, Enum):
+    iqr = "iqr"
+    quantile = "quantile"
+    none = "none"
+
+
+@dataclass
+class PathsConfig:
+    root: str = "${mlcycle_root:}"  # project root, absolute (see project_root())
+    data_dir: str = "${paths.root}/data"
+
+
+@dataclass
+class SplitConfig:
+    train: float = 0.6
+    validation: float = 0.2
+    test: float = 0.2
+
+
+@dataclass
+class DataConfig:
+    name: str = "???"
+    source: Source = Source.generator
+    path: str | None = None  # file source: CSV or Parquet
+    target: str = "???"
+    task: Task | None = None  # inferred from the target when null
+    time_column: str | None = None  # time-ordered split when set
+    drop_columns: list[str] = field(default_factory=list)
+    column_types: dict[str, str] = field(default_factory=dict)  # numeric|categorical|datetime
+    n_rows: int = 20_000  # generator only
+    seed: int = "${seed}"  # type: ignore[assignment]
+    drift: float = 0.0  # generator only: 0 = reference distribution
+    min_rows: int = 50
+    numeric_garbage_tolerance: float = 0.01  # share of non-numeric cells a numeric column may hold
+    split: SplitConfig = field(default_factory=SplitConfig)
+    # Domain features: new column name -> pandas expression over raw columns.
+    derived_features: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PreprocessConfig:
+    drop_duplicates: bool = True
+    impute_numeric: str = "median"  # median | mean
+    clip: Clip = Clip.iqr
+    iqr_factor: float = 3.0
+    quantile_low: float = 0.005
+    quantile_high: float = 0.995
+    drop_anomalies: bool = True
+    anomaly_contamination: float = 0.005
+
+
+@dataclass
+class FeaturesConfig:
+    scale_numeric: bool = True
+    max_onehot_cardinality: int = 12  # above this, categoricals get the high-cardinality encoder
+    high_cardinality_encoder: str = "target"  # target | ordinal
+    date_parts: list[str] = field(default_factory=lambda: ["month", "dayofweek", "hour"])
+
+
+@dataclass
+class EstimatorSpec:
+    estimator: str = "???"  # import path of a scikit-learn estimator class
+    params: dict[str, Any] = field(default_factory=dict)
+    # name -> {type: float|int|categorical, low, high, log, choices}
+    search_space: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "???"
+    classifier: EstimatorSpec = field(default_factory=EstimatorSpec)
+    regressor: EstimatorSpec = field(default_factory=EstimatorSpec)
+
+
+@dataclass
+class TuneConfig:
+    n_trials: int = 20
+    timeout: float | None = None  # seconds; stops starting new trials after it
+    cv_folds: int = 3
+    sampler: str = "tpe"
+    seed: int = "${seed}"  # type: ignore[assignment]
+
+
+@dataclass
+class EvaluateConfig:
+    # Metric optimised by tune and compared by the registry. "auto": roc_auc for
+    # classification, rmse for regression.
+    primary_metric: str = "auto"
+    plots: bool = True
+
+
+@dataclass
+class RegistryConfig:
+    enabled: bool = True
+    model_name: str = "mlcycle-${data.name}"
+    challenger_alias: str = "challenger"
+    champion_alias: str = "champion"
+
+
+@dataclass
+class MlflowConfig:
+    # MLFLOW_TRACKING_URI, when set, wins over this value (see tracking.resolve_tracking_uri).
+    tracking_uri: str = "sqlite:///${paths.root}/mlflow.db"
+    artifact_location: str = "${paths.root}/mlartifacts"
+    experiment_name: str = "mlcycle"
+    run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    seed: int = 42
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+
+def project_root() -> Path:
+    """Where the default tracking store and data live, whatever the working directory.
+
+    ``MLCYCLE_ROOT`` wins; otherwise the source checkout this package runs from (it holds
+    ``MLproject``); otherwise the working directory.
+    """
+    if env := os.environ.get("MLCYCLE_ROOT"):
+        return Path(env).expanduser().resolve()
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "MLproject").is_file():
+        return checkout
+    return Path.cwd().resolve()
+
+
+def config_dir() -> Path:
+    """The ``conf/`` folder of the project."""
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    if not conf.is_dir():
+        raise ConfigError(f"configuration folder not found: {conf}")
+    return conf
+
+
+_registered = False
+
+
+def register_configs() -> None:
+    """Register the schemas and the ``mlcycle_root`` resolver (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("mlcycle_root", lambda: str(project_root()), replace=True)
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="data", name="base_data", node=DataConfig)
+    cs.store(group="model", name="base_model", node=ModelConfig)
+    _registered = True
+
+
+def to_typed(cfg: Any) -> Config:
+    """Resolve an OmegaConf config into plain dataclasses (no omegaconf beyond this point)."""
+    from omegaconf import OmegaConf
+
+    typed = OmegaConf.to_object(cfg)
+    assert isinstance(typed, Config)
+    validate(typed)
+    return typed
+
+
+def validate(cfg: Config) -> None:
+    """Checks a type annotation cannot express. Raises ConfigError with one line."""
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown} in stages; known: {list(STAGES)}")
+    split = cfg.data.split
+    parts = (split.train, split.validation, split.test)
+    if any(p <= 0 for p in parts) or abs(sum(parts) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"data.split fractions must be positive and sum to 1, got "
+            f"train={split.train} validation={split.validation} test={split.test}"
+        )
+    if cfg.data.source is Source.file and not cfg.data.path:
+        raise ConfigError("data.path is required for a file data source (data=csv data.path=...)")
+    if cfg.tune.n_trials < 1:
+        raise ConfigError(f"tune.n_trials must be at least 1, got {cfg.tune.n_trials}")
+    if cfg.tune.cv_folds < 2:
+        raise ConfigError(f"tune.cv_folds must be at least 2, got {cfg.tune.cv_folds}")
+    if cfg.preprocess.impute_numeric not in ("median", "mean"):
+        raise ConfigError(
+            f"preprocess.impute_numeric must be median or mean, got {cfg.preprocess.impute_numeric!r}"
+        )
+    if cfg.features.high_cardinality_encoder not in ("target", "ordinal"):
+        raise ConfigError(
+            "features.high_cardinality_encoder must be target or ordinal, got "
+            f"{cfg.features.high_cardinality_encoder!r}"
+        )
+    for spec_name in ("classifier", "regressor"):
+        spec: EstimatorSpec = getattr(cfg.model, spec_name)
+        for pname, space in spec.search_space.items():
+            kind = space.get("type") if isinstance(space, dict) else None
+            if kind not in ("float", "int", "categorical"):
+                raise ConfigError(
+                    f"model.{spec_name}.search_space.{pname}: type must be float, int or "
+                    f"categorical, got {kind!r}"
+                )
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
+    """Flatten a typed config into ``{"a.b.c": "value"}`` for MLflow params."""
+    from dataclasses import fields, is_dataclass
+
+    out: dict[str, str] = {}
+    if is_dataclass(obj):
+        items = [(f.name, getattr(obj, f.name)) for f in fields(obj)]
+    elif isinstance(obj, dict):
+        items = list(obj.items())
+    else:
+        return {prefix: _param_value(obj)}
+    for key, value in items:
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if is_dataclass(value) or (isinstance(value, dict) and value):
+            out.update(flatten(value, name))
+        else:
+            out[name] = _param_value(value)
+    return out
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, Enum):
+        return str(value.value)
+    return str(value)
+
+
+def as_dict(cfg: Config) -> dict[str, Any]:
+    """The resolved config as plain Python containers (for YAML artifacts and fingerprints)."""
+    from dataclasses import asdict
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, Enum):
+            return value.value
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(asdict(cfg))

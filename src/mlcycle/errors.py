@@ -1,0 +1,26 @@
+"""User-facing errors: one line that names the file, column or value at fault."""
+
+
+class MlcycleError(Exception):
+    """An error caused by the user's input or configuration, reported in one line.
+
+    The CLI prints ``str(error)`` and exits with ``exit_code``; no traceback.
+    """
+
+    exit_code = 2
+
+
+class DataError(MlcycleError):
+    """The data source is missing, unreadable, or does not fit the task."""
+
+
+class ConfigError(MlcycleError):
+    """The composed configuration is invalid."""
+
+
+class PipelineTerminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM.
+
+    A BaseException so that stage code catching ``Exception`` does not swallow it; the run
+    contexts end the open runs KILLED on their way out.
+    """

@@ -1,0 +1,319 @@
+"""Every MLflow tracking call that is not about the model registry.
+
+* where runs go: ``resolve_tracking_uri`` and ``prepare_experiment``;
+* the run tree: ``root_run`` (attaches to the run ``mlflow run`` created) and ``stage_run``
+  (a child created with an explicit parent id, never via ``nested=True``: see DESIGN.md);
+* ``RunLog``: params/metrics/tags buffered and sent in one ``log_batch`` per run;
+* ``TrialWriter``: a background thread that writes trial runs off the trial's critical path;
+* lineage tags (git commit, package version, config fingerprint).
+
+Runs always end: FINISHED, FAILED (error message as a tag) or KILLED (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import queue
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+
+from mlcycle.errors import PipelineTerminated
+
+log = logging.getLogger(__name__)
+
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+ERROR_TAG = "mlcycle.error"
+STAGE_TAG = "mlcycle.stage"
+KIND_TAG = "mlcycle.run_kind"  # pipeline | stage | trial
+MAX_PARAM_LENGTH = 6000
+
+
+# --------------------------------------------------------------------------- location
+def resolve_tracking_uri(configured: str) -> str:
+    """``MLFLOW_TRACKING_URI`` wins when set; otherwise the configured URI."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or configured
+
+
+def is_local_store(uri: str) -> bool:
+    return not uri.startswith(("http://", "https://", "databricks"))
+
+
+def prepare_experiment(tracking_uri: str, experiment_name: str, artifact_location: str | None) -> str:
+    """Point MLflow at the store and return the experiment id to log into.
+
+    Under ``mlflow run`` (``MLFLOW_RUN_ID`` set) the experiment is that run's. Otherwise the
+    configured experiment, created if needed, with artifacts beside a local store.
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    if run_id := os.environ.get("MLFLOW_RUN_ID"):
+        return client.get_run(run_id).info.experiment_id
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if artifact_location and is_local_store(tracking_uri):
+        location = (Path(artifact_location) / _safe_name(experiment_name)).resolve().as_uri()
+    try:
+        return client.create_experiment(experiment_name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        # another process (a multirun job, a second pipeline) created it first
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def _safe_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "experiment"
+
+
+# --------------------------------------------------------------------------- buffered logging
+@dataclass
+class RunLog:
+    """Params, metrics and tags for one run, sent in as few ``log_batch`` calls as possible."""
+
+    client: MlflowClient
+    run_id: str
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def param(self, **values: Any) -> None:
+        self.params.update({k: _param(v) for k, v in values.items()})
+
+    def log_params(self, values: dict[str, Any]) -> None:
+        self.params.update({k: _param(v) for k, v in values.items()})
+
+    def metric(self, **values: float) -> None:
+        self.log_metrics(values)
+
+    def log_metrics(self, values: dict[str, float]) -> None:
+        self.metrics.update({k: float(v) for k, v in values.items() if v is not None})
+
+    def tag(self, **values: Any) -> None:
+        self.set_tags(values)
+
+    def set_tags(self, values: dict[str, Any]) -> None:
+        self.tags.update({k: str(v) for k, v in values.items()})
+
+    def flush(self) -> None:
+        """Send what is buffered; safe to call repeatedly."""
+        if not (self.params or self.metrics or self.tags):
+            return
+        now = int(time.time() * 1000)
+        params = [Param(k, v) for k, v in self.params.items()]
+        metrics = [Metric(k, v, now, 0) for k, v in self.metrics.items()]
+        tags = [RunTag(k, v) for k, v in self.tags.items()]
+        # log_batch limits: 100 params, 100 tags, 1000 entities in all
+        for i in range(0, max(len(params), len(tags), len(metrics), 1), 100):
+            self.client.log_batch(
+                self.run_id, metrics=metrics[i : i + 100], params=params[i : i + 100], tags=tags[i : i + 100]
+            )
+        self.params.clear()
+        self.metrics.clear()
+        self.tags.clear()
+
+
+def _param(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str) if isinstance(value, dict | list | tuple) else str(value)
+    return text[:MAX_PARAM_LENGTH]
+
+
+# --------------------------------------------------------------------------- the run tree
+@dataclass
+class ActiveRun:
+    run_id: str
+    experiment_id: str
+    log: RunLog
+
+
+@contextlib.contextmanager
+def root_run(experiment_id: str, run_name: str | None, tags: dict[str, str]) -> Iterator[ActiveRun]:
+    """The pipeline's ROOT run; under ``mlflow run`` the run that ``mlflow run`` created."""
+    attached = "MLFLOW_RUN_ID" in os.environ
+    run = mlflow.start_run(experiment_id=None if attached else experiment_id, run_name=run_name)
+    client = MlflowClient()
+    active = ActiveRun(run.info.run_id, run.info.experiment_id, RunLog(client, run.info.run_id))
+    active.log.set_tags({KIND_TAG: "pipeline", **tags})
+    if attached and run_name:
+        active.log.set_tags({RUN_NAME_TAG: run_name})
+    with _ending(active, fluent=True):
+        yield active
+
+
+@contextlib.contextmanager
+def stage_run(root: ActiveRun, name: str) -> Iterator[ActiveRun]:
+    """A CHILD run of ``root`` for one stage, active (fluent API) while the stage runs."""
+    client = root.log.client
+    created = client.create_run(
+        root.experiment_id, run_name=name, tags={PARENT_TAG: root.run_id, STAGE_TAG: name, KIND_TAG: "stage"}
+    )
+    run_id = created.info.run_id
+    mlflow.start_run(run_id=run_id, nested=True)
+    active = ActiveRun(run_id, root.experiment_id, RunLog(client, run_id))
+    with _ending(active, fluent=True):
+        yield active
+
+
+@contextlib.contextmanager
+def _ending(active: ActiveRun, fluent: bool) -> Iterator[None]:
+    """End the run FINISHED, FAILED or KILLED; flush buffered values first in every case."""
+    status = RunStatus.to_string(RunStatus.FINISHED)
+    try:
+        yield
+    except PipelineTerminated:
+        status = RunStatus.to_string(RunStatus.KILLED)
+        active.log.set_tags({ERROR_TAG: "terminated by SIGTERM"})
+        raise
+    except BaseException as exc:
+        status = RunStatus.to_string(RunStatus.FAILED)
+        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        active.log.set_tags({ERROR_TAG: message[:5000]})
+        raise
+    finally:
+        try:
+            active.log.flush()
+        finally:
+            if fluent:
+                mlflow.end_run(status=status)
+            else:
+                active.log.client.set_terminated(active.run_id, status=status)
+
+
+# --------------------------------------------------------------------------- trial runs
+@dataclass(frozen=True)
+class TrialRecord:
+    name: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    status: str  # FINISHED | FAILED | KILLED
+    start_ms: int
+    end_ms: int
+
+
+class TrialWriter:
+    """Writes trial runs under a parent run from one background thread.
+
+    ``submit`` only enqueues: the trial never waits for the tracking store. Each trial costs
+    the store three calls (create_run with the parent tag, one log_batch, set_terminated).
+    ``close`` waits until everything is written and raises if anything could not be.
+    """
+
+    def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str):
+        self._client = client
+        self._experiment_id = experiment_id
+        self._parent = parent_run_id
+        self._queue: queue.Queue[TrialRecord | None] = queue.Queue()
+        self._errors: list[str] = []
+        self.written: list[str] = []
+        self._thread = threading.Thread(target=self._work, name="mlcycle-trial-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, record: TrialRecord) -> None:
+        self._queue.put(record)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._errors:
+            raise RuntimeError(f"{len(self._errors)} trial run(s) could not be logged: {self._errors[0]}")
+
+    def _work(self) -> None:
+        while (record := self._queue.get()) is not None:
+            try:
+                self._write(record)
+            except Exception as exc:  # reported by close(); keep writing the others
+                self._errors.append(f"{record.name}: {exc}")
+
+    def _write(self, record: TrialRecord) -> None:
+        tags = {PARENT_TAG: self._parent, KIND_TAG: "trial", **record.tags}
+        run = self._client.create_run(self._experiment_id, start_time=record.start_ms, tags=tags, run_name=record.name)
+        run_id = run.info.run_id
+        self._client.log_batch(
+            run_id,
+            params=[Param(k, _param(v)) for k, v in record.params.items()],
+            metrics=[Metric(k, float(v), record.end_ms, 0) for k, v in record.metrics.items()],
+        )
+        self._client.set_terminated(run_id, status=record.status, end_time=record.end_ms)
+        self.written.append(run_id)
+
+
+# --------------------------------------------------------------------------- lineage
+def git_state(root: Path) -> dict[str, str]:
+    """Commit and dirty flag of the checkout at ``root`` ("unknown" outside git)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+    return {"git_commit": commit, "git_dirty": str(bool(status)).lower()}
+
+
+def fingerprint(obj: Any) -> str:
+    """Stable hash of a JSON-serialisable object (a resolved config section, ...)."""
+    payload = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def runs_of(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
+    """Direct children of a run, oldest first."""
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=5000
+    )
+    return sorted(runs, key=lambda r: r.info.start_time)
+
+
+# --------------------------------------------------------------------------- artifacts
+def log_artifact_dict(obj: dict, path: str) -> None:
+    """A JSON/YAML artifact on the active run."""
+    mlflow.log_dict(obj, path)
+
+
+def log_figures(figures: dict, folder: str) -> None:
+    """Log matplotlib figures as PNG artifacts on the active run and close them."""
+    import matplotlib.pyplot as plt
+
+    for name, fig in figures.items():
+        try:
+            mlflow.log_figure(fig, f"{folder}/{name}")
+        finally:
+            plt.close(fig)
+
+
+def log_splits(splits, source: str, target: str, data_name: str) -> None:
+    """Log train/validation/test as dataset inputs of the active run, in one call."""
+    import mlflow.data
+    from mlflow.data.sources import CodeDatasetSource, LocalArtifactDatasetSource
+
+    from mlcycle.data import digest
+
+    contexts = {"train": "training", "validation": "validation", "test": "test"}
+    src = LocalArtifactDatasetSource(source) if Path(source).is_absolute() else CodeDatasetSource(tags={"mlflow.source.name": source})
+    datasets = [
+        mlflow.data.from_pandas(part, source=src, targets=target, name=f"{data_name}-{name}", digest=digest(part))
+        for name, part in splits.items()
+    ]
+    mlflow.log_inputs(datasets=datasets, contexts=[contexts[n] for n, _ in splits.items()], tags_list=[None] * len(datasets))
