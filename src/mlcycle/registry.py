@@ -7,6 +7,7 @@ Models are saved with skops, not pickle: loading only rebuilds the types listed 
 from __future__ import annotations
 
 import importlib.metadata
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,18 +55,21 @@ def log_model(model, example, schema: Schema) -> mlflow.models.model.ModelInfo:
     unknown = [t for t in untrusted_types(model) if t not in TRUSTED_TYPES]
     if unknown:
         raise ValueError(f"model holds types not in registry.TRUSTED_TYPES: {unknown}")
-    signature = infer_signature(example, model.predict(example))
-    return mlflow.sklearn.log_model(
-        model,
-        name=MODEL_NAME_IN_RUN,
-        signature=signature,
-        input_example=example,
-        pip_requirements=pip_requirements(),
-        serialization_format="skops",
-        skops_trusted_types=TRUSTED_TYPES,
-        code_paths=[str(Path(mlcycle.__file__).parent)],
-        metadata={"task": schema.task.value, "target": schema.target, "classes": [str(c) for c in schema.classes]},
-    )
+    with warnings.catch_warnings():
+        # the output is integer class labels, never missing: MLflow's hint does not apply
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        signature = infer_signature(example, model.predict(example))
+        return mlflow.sklearn.log_model(
+            model,
+            name=MODEL_NAME_IN_RUN,
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            serialization_format="skops",
+            skops_trusted_types=TRUSTED_TYPES,
+            code_paths=[str(Path(mlcycle.__file__).parent)],
+            metadata={"task": schema.task.value, "target": schema.target, "classes": [str(c) for c in schema.classes]},
+        )
 
 
 @dataclass(frozen=True)

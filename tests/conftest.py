@@ -1,0 +1,86 @@
+"""Shared fixtures: every test gets its own real MLflow store (never a mock).
+
+A fresh sqlite store costs seconds to create (all migrations run), so one migrated
+template is made per session and copied for each test that needs a store.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# Overrides that make a full pipeline run take seconds.
+TINY = [
+    "data.n_rows=600",
+    "model=logistic_regression",
+    "tune.n_trials=3",
+    "tune.cv_folds=2",
+    "evaluate.plots=true",
+]
+
+
+@pytest.fixture(scope="session")
+def template_store(tmp_path_factory) -> Path:
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()  # runs the migrations once
+    return path
+
+
+@pytest.fixture
+def store(tmp_path, template_store, monkeypatch) -> Iterator[str]:
+    """A private sqlite tracking store; MLFLOW_TRACKING_URI and MLCYCLE_ROOT point at it."""
+    import mlflow
+
+    db = tmp_path / "mlflow.db"
+    shutil.copy(template_store, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLCYCLE_ROOT", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+def compose(overrides: list[str] | None = None):
+    """The project's real config, composed with overrides, as typed dataclasses."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from mlcycle.config import config_dir, register_configs, to_typed
+
+    register_configs()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return to_typed(hydra_compose("config", overrides=list(overrides or [])))
+
+
+@pytest.fixture
+def tiny_cfg(store):
+    """A config for a seconds-long run against the test's private store."""
+    return lambda *extra: compose([*TINY, *extra])
+
+
+def subprocess_env(store_uri: str, root: Path) -> dict[str, str]:
+    """Environment for running the CLI in a subprocess against a private store."""
+    env = dict(os.environ)
+    env.update(
+        MLFLOW_TRACKING_URI=store_uri,
+        MLCYCLE_ROOT=str(root),
+        PATH=f"{Path(os.sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true",
+    )
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        env.pop(var, None)
+    return env
