@@ -303,6 +303,16 @@ def log_figures(figures: dict, folder: str) -> None:
             plt.close(fig)
 
 
+def log_frames(frames: dict, folder: str) -> None:
+    """Log DataFrames as ``<folder>/<name>.parquet`` artifacts on the active run."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, frame in frames.items():
+            frame.to_parquet(Path(tmp) / f"{name}.parquet", index=False)
+        mlflow.log_artifacts(tmp, folder)
+
+
 def log_splits(splits, source: str, target: str, data_name: str) -> None:
     """Log train/validation/test as dataset inputs of the active run, in one call."""
     import mlflow.data

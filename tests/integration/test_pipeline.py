@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -86,6 +87,13 @@ def test_stage_runs_log_what_they_did(finished):
     profile = mlflow.artifacts.load_dict(f"{ingest.info.artifact_uri}/data_profile.json")
     assert set(profile["splits"]) == {"train", "validation", "test"}
     assert profile["splits"]["train"]["rows"] == m["rows_train"]
+    stored = {a.path for a in client.list_artifacts(ingest.info.run_id, "splits")}
+    assert stored == {"splits/train.parquet", "splits/validation.parquet", "splits/test.parquet"}
+    train_copy = pd.read_parquet(mlflow.artifacts.download_artifacts(f"{ingest.info.artifact_uri}/splits/train.parquet"))
+    def normalized(frame):  # Parquet gives text columns pandas' str dtype (missing = NaN)
+        return frame.astype(object).where(frame.notna(), None)
+
+    pd.testing.assert_frame_equal(normalized(train_copy), normalized(result.state.splits.train))
 
     pre = stages["preprocess"].data.metrics
     assert pre["duplicates_removed_train"] > 0  # the generator ships duplicated rows

@@ -8,7 +8,7 @@ from pathlib import Path
 from mlcycle import data
 from mlcycle.config import Config
 from mlcycle.state import State
-from mlcycle.tracking import ActiveRun, log_artifact_dict, log_splits
+from mlcycle.tracking import ActiveRun, log_artifact_dict, log_frames, log_splits
 
 
 def run(state: State, cfg: Config, run: ActiveRun) -> State:
@@ -43,4 +43,6 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     run.log.set_tags({"mlcycle.data_digest": digest, "mlcycle.data_source": loaded.source})
     log_splits(splits, loaded.source, schema.target, cfg.data.name)
     log_artifact_dict(data.profile(splits, schema), "data_profile.json")
+    # The splits themselves, as Parquet: lineage for monitoring, reuse and reproduction.
+    log_frames(dict(splits.items()), "splits")
     return replace(state, data=loaded, schema=schema, splits=splits, data_digest=digest)
