@@ -29,9 +29,8 @@ test: $(STAMP) ## run the test suite
 test-fast: $(STAMP) ## unit and integration tests only (no subprocess end-to-end tests)
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
-lint: $(STAMP) ## ruff check + format check
+lint: $(STAMP) ## ruff check
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
 
 ui: $(STAMP) ## open the MLflow UI on the embedded store (http://127.0.0.1:5000)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

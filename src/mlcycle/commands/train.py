@@ -41,7 +41,9 @@ def precheck(args: list[str]) -> None:
         return  # -m, --cfg, --help, ...: Hydra's own handling
     from hydra import compose, initialize_config_dir
 
-    from mlcycle.config import ConfigError, config_dir, to_typed
+    from mlcycle.config import ConfigError, Source, config_dir, to_typed
+    from mlcycle.data import resolve_path
+    from mlcycle.errors import DataError
 
     overrides = [a for a in args if not a.startswith(("hydra.", "hydra/", "+hydra", "++hydra"))]
     with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="mlcycle"):
@@ -50,14 +52,29 @@ def precheck(args: list[str]) -> None:
         except Exception as exc:
             raise ConfigError(_one_line(exc)) from None
     try:
-        to_typed(cfg)
+        typed = to_typed(cfg)
     except MlcycleError:
         raise
     except Exception as exc:  # omegaconf validation/interpolation errors
         raise ConfigError(_one_line(exc)) from None
+    if typed.data.source is Source.file:
+        path = resolve_path(typed.data.path or "")
+        if not path.is_file():
+            raise DataError(f"data file not found: {path}")
 
 
 def _one_line(exc: BaseException) -> str:
+    """Hydra's multi-line composition errors, condensed to one line."""
+    text = str(exc)
+    if "Available options in" in text:  # an unknown group option: list the valid ones
+        head, _, tail = text.partition("Available options in")
+        options = []
+        for line in tail.splitlines()[1:]:
+            if not line.startswith("\t"):
+                break  # the indented option list has ended
+            if not line.strip().startswith("base_"):  # schemas, not user options
+                options.append(line.strip())
+        return f"{head.strip().splitlines()[0]}; available: {', '.join(options)}"
     parts = []
     while exc is not None and len(parts) < 3:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

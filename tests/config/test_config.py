@@ -1,0 +1,82 @@
+"""Compose every option of every config group; bad values fail at compose time."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from mlcycle.config import STAGES, Config, ConfigError, flatten, project_root
+from tests.conftest import PROJECT_ROOT, compose
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (PROJECT_ROOT / "conf" / group).glob("*.yaml"))
+
+
+def test_every_group_has_options():
+    for group in ("data", "model", "tune", "preprocess", "features", "evaluate", "registry", "mlflow", "paths", "experiment"):
+        assert options(group), group
+
+
+@pytest.mark.parametrize("group", ["data", "model", "tune", "preprocess", "features", "evaluate", "registry", "mlflow", "paths", "experiment"])
+def test_every_option_composes(group):
+    for option in options(group):
+        extra = ["data.path=/tmp/x.csv", "data.target=y"] if (group, option) == ("data", "csv") else []
+        cfg = compose([f"{group}={option}", *extra])
+        assert isinstance(cfg, Config)
+
+
+@pytest.mark.parametrize("model", options("model"))
+@pytest.mark.parametrize("data", ["ecommerce", "breast_cancer", "wine", "diabetes"])
+def test_models_combine_with_datasets(model, data):
+    cfg = compose([f"model={model}", f"data={data}"])
+    assert cfg.model.name == model
+    for spec in (cfg.model.classifier, cfg.model.regressor):
+        assert spec.estimator.startswith("sklearn.") and spec.search_space
+
+
+def test_defaults_and_paths_are_absolute():
+    cfg = compose()
+    assert cfg.stages == list(STAGES)
+    assert cfg.data.name == "ecommerce" and cfg.model.name == "hist_gradient_boosting"
+    assert cfg.mlflow.tracking_uri == f"sqlite:///{project_root()}/mlflow.db"
+    assert cfg.mlflow.artifact_location.startswith("/")
+    assert cfg.registry.model_name == "mlcycle-ecommerce"
+    assert cfg.data.seed == cfg.seed == cfg.tune.seed
+
+
+def test_experiment_quick_is_a_delta():
+    cfg = compose(["experiment=quick"])
+    assert cfg.data.n_rows == 3000 and cfg.tune.n_trials == 5
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["tune.n_trials=abc", "tune.bogus=1", "model=nope", "preprocess.clip=sometimes", "data.split.train=x"],
+)
+def test_bad_overrides_fail_at_compose_time(override):
+    with pytest.raises(ConfigCompositionException):
+        compose([override])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.split.train=0.9"], "sum to 1"),
+        (["tune.n_trials=0"], "at least 1"),
+        (["stages=[ingest,bogus]"], "unknown stage"),
+        (["data=csv", "data.target=y", "data.path=null"], "data.path is required"),
+        (["preprocess.impute_numeric=mode"], "median or mean"),
+    ],
+)
+def test_semantic_validation(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        compose(overrides)
+
+
+def test_flatten_gives_string_params():
+    flat = flatten(compose())
+    assert flat["tune.n_trials"] == "20"
+    assert flat["preprocess.clip"] == "iqr"
+    assert flat["model.classifier.search_space.learning_rate.log"] == "True"
+    assert all(isinstance(v, str) for v in flat.values())

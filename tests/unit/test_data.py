@@ -1,0 +1,156 @@
+"""Loading, typing, validating and splitting (pure code, small inline frames)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlcycle import data
+from mlcycle.config import DataConfig, Source, SplitConfig, Task
+from mlcycle.errors import DataError
+
+
+def cfg(**overrides) -> DataConfig:
+    base = dict(name="t", source=Source.file, path="x.csv", target="y", seed=0, min_rows=10)
+    return DataConfig(**{**base, **overrides})
+
+
+def frame(n=40, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "num": rng.normal(size=n),
+            "cat": rng.choice(["a", "b", "c"], size=n),
+            "when": pd.date_range("2025-01-01", periods=n, freq="D").astype(str),
+            "y": np.tile(["yes", "no"], n // 2),
+        }
+    )
+
+
+def test_infer_task():
+    assert data.infer_task(pd.Series([0, 1, 1, 0])) is Task.binary
+    assert data.infer_task(pd.Series(["a", "b", "c"])) is Task.multiclass
+    assert data.infer_task(pd.Series([1, 2, 3, 4, 5])) is Task.multiclass
+    assert data.infer_task(pd.Series(np.linspace(0, 1, 50))) is Task.regression
+
+
+def test_infer_schema_kinds_and_string_target():
+    schema, typed = data.infer_schema(frame(), cfg(), "f.csv")
+    assert schema.task is Task.binary
+    assert schema.numeric == ("num",) and schema.categorical == ("cat",) and schema.datetime == ("when",)
+    assert schema.classes == ("no", "yes")
+    assert pd.api.types.is_datetime64_any_dtype(typed["when"])
+
+
+def test_missing_target_lists_columns():
+    with pytest.raises(DataError, match=r"f.csv: target column 'label' not found; columns are: num, cat, when, y"):
+        data.infer_schema(frame(), cfg(target="label"), "f.csv")
+
+
+def test_single_class_target_is_rejected():
+    df = frame().assign(y="yes")
+    with pytest.raises(DataError, match="single class"):
+        data.infer_schema(df, cfg(task=Task.binary), "f.csv")
+
+
+def test_numeric_garbage_beyond_tolerance_names_column_and_values():
+    df = frame()
+    df["num"] = df["num"].astype(object)
+    df.loc[:4, "num"] = "oops"  # 5 of 40 = 12.5 %
+    with pytest.raises(DataError, match=r"numeric column 'num' has 12.5% non-numeric values \(e.g. 'oops'\)"):
+        data.infer_schema(df, cfg(), "f.csv")
+
+
+def test_numeric_garbage_within_tolerance_becomes_missing():
+    df = frame(n=200)
+    df["num"] = df["num"].astype(object)
+    df.loc[0, "num"] = "n/a"
+    schema, typed = data.infer_schema(df, cfg(), "f.csv")
+    assert "num" in schema.numeric
+    assert np.isnan(typed.loc[0, "num"])
+
+
+def test_rows_with_missing_target_are_dropped_and_too_few_rows_rejected():
+    df = frame()
+    df.loc[:5, "y"] = None
+    _, typed = data.infer_schema(df, cfg(), "f.csv")
+    assert len(typed) == 34
+    with pytest.raises(DataError, match="at least 100 needed"):
+        data.infer_schema(frame(), cfg(min_rows=100), "f.csv")
+
+
+def test_rare_class_and_unknown_drop_column_are_rejected():
+    df = frame()
+    df.loc[0, "y"] = "rare"
+    with pytest.raises(DataError, match="class 'rare'.*only 1 rows"):
+        data.infer_schema(df, cfg(), "f.csv")
+    with pytest.raises(DataError, match="unknown column"):
+        data.infer_schema(frame(), cfg(drop_columns=["nope"]), "f.csv")
+
+
+def test_read_table_errors_name_the_file(tmp_path):
+    with pytest.raises(DataError, match="data file not found: .*missing.csv"):
+        data.read_table(tmp_path / "missing.csv")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="data file is empty: .*empty.csv"):
+        data.read_table(empty)
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    with pytest.raises(DataError, match="cannot read .*garbage.csv"):
+        data.read_table(garbage)
+    bad_parquet = tmp_path / "bad.parquet"
+    bad_parquet.write_text("not parquet")
+    with pytest.raises(DataError, match="cannot read .*bad.parquet"):
+        data.read_table(bad_parquet)
+    with pytest.raises(DataError, match="unsupported data file type '.xlsx'"):
+        (tmp_path / "a.xlsx").write_text("x")
+        data.read_table(tmp_path / "a.xlsx")
+
+
+def test_csv_and_parquet_round_trip(tmp_path):
+    df = frame()
+    df.to_csv(tmp_path / "a.csv", index=False)
+    df.to_parquet(tmp_path / "a.parquet", index=False)
+    assert data.read_table(tmp_path / "a.csv").shape == df.shape
+    assert data.read_table(tmp_path / "a.parquet").shape == df.shape
+
+
+def test_stratified_split_keeps_class_balance_and_is_seeded():
+    df = frame(n=200)
+    schema, typed = data.infer_schema(df, cfg(), "f.csv")
+    split = data.split(typed, schema, cfg())
+    assert [len(p) for _, p in split.items()] == [120, 40, 40]
+    for _, part in split.items():
+        assert part["y"].value_counts(normalize=True)["yes"] == pytest.approx(0.5)
+    again = data.split(typed, schema, cfg())
+    pd.testing.assert_frame_equal(split.test, again.test)
+
+
+def test_time_column_gives_time_ordered_split():
+    df = frame(n=100).sample(frac=1.0, random_state=1)
+    c = cfg(time_column="when", split=SplitConfig(0.6, 0.2, 0.2))
+    schema, typed = data.infer_schema(df, c, "f.csv")
+    split = data.split(typed, schema, c)
+    assert split.train["when"].max() < split.validation["when"].min()
+    assert split.validation["when"].max() < split.test["when"].min()
+
+
+def test_digest_is_stable_and_content_sensitive():
+    df = frame()
+    assert data.digest(df) == data.digest(df.copy())
+    changed = df.copy()
+    changed.loc[3, "num"] += 1e-9
+    assert data.digest(changed) != data.digest(df)
+
+
+def test_profile_reports_rows_missing_and_balance():
+    df = frame(n=100)
+    df.loc[:9, "num"] = np.nan
+    schema, typed = data.infer_schema(df, cfg(), "f.csv")
+    prof = data.profile(data.split(typed, schema, cfg()), schema)
+    assert prof["splits"]["train"]["rows"] == 60
+    total_missing = sum(prof["splits"][s]["missing_rate"]["num"] * prof["splits"][s]["rows"] for s in ("train", "validation", "test"))
+    assert total_missing == pytest.approx(10)
+    assert prof["splits"]["test"]["class_balance"] == {"no": 0.5, "yes": 0.5}
