@@ -59,6 +59,27 @@ def test_mlflow_run_local_env_manager(store, tmp_path):
     assert str(client.get_model_version_by_alias("e2e-model", "champion").version) == "1"
 
 
+def test_mlflow_run_uv_env_manager_builds_its_own_environment(store, tmp_path):
+    """`--env-manager uv` installs conda.yaml's pip list into a fresh environment (cached by
+    MLflow between runs) and runs the same entry point there."""
+    env = subprocess_env(store, tmp_path)
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"), "run", str(PROJECT_ROOT), "--env-manager", "uv",
+        "--experiment-name", "e2e-uv", "-P", "model=logistic_regression", "-P", "n_trials=1",
+        "-P", f"overrides={TINY} registry.enabled=false",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("e2e-uv")
+    runs, by_parent = tree(client, [experiment.experiment_id])
+    (root,) = by_parent[None]
+    assert root.data.tags["mlflow.project.env"] == "uv"
+    assert root.info.status == "FINISHED"
+    stages = sorted(by_parent[root.info.run_id], key=lambda r: r.info.start_time)
+    assert [s.info.run_name for s in stages] == list(STAGES)
+
+
 def test_hydra_multirun_gives_one_root_per_job(store, tmp_path):
     env = subprocess_env(store, tmp_path)
     cmd = [sys.executable, "-m", "mlcycle", "train", "-m", "model=logistic_regression,random_forest", "tune.n_trials=2", *TINY.split()]

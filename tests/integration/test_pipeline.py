@@ -162,6 +162,15 @@ def test_bundled_datasets_run_end_to_end(tiny_cfg, data, task_metric):
     assert task_metric in root.data.metrics
 
 
+def test_time_column_gives_a_time_ordered_split_and_time_series_cv(tiny_cfg):
+    result = pipeline.run(tiny_cfg("data.time_column=session_date", "registry.enabled=false", "evaluate.plots=false"))
+    splits = result.state.splits
+    assert splits.train["session_date"].max() <= splits.validation["session_date"].min()
+    assert splits.validation["session_date"].max() <= splits.test["session_date"].min()
+    ingest = next(r for r in children(MlflowClient(), MlflowClient().get_run(result.run_id)) if r.info.run_name == "ingest")
+    assert ingest.data.params["split_kind"] == "time"
+
+
 def test_a_failing_stage_marks_stage_and_root_failed_with_the_error(tiny_cfg):
     cfg = tiny_cfg("model.classifier.params.max_iter=-5")  # every trial raises
     with pytest.raises(RuntimeError, match="tuning trials failed"):

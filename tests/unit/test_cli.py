@@ -27,3 +27,17 @@ def test_unknown_command_is_an_error(capsys):
 
     assert main(["bogus"]) == 2
     assert "unknown command 'bogus'" in capsys.readouterr().err
+
+
+def test_generate_data_writes_the_default_dataset(tmp_path):
+    import pandas as pd
+
+    from mlcycle.cli import main
+
+    out = tmp_path / "sessions.csv"
+    assert main(["generate-data", "--rows", "300", "--seed", "5", "--out", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert len(frame) == 300
+    assert {"session_id", "tenure_days", "device", "product_category", "purchased"} <= set(frame.columns)
+    assert main(["generate-data", "--rows", "300", "--seed", "5", "--out", str(tmp_path / "s.parquet")]) == 0
+    assert len(pd.read_parquet(tmp_path / "s.parquet")) == 300
