@@ -21,6 +21,7 @@ import queue
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,8 +323,11 @@ def log_splits(splits, source: str, target: str, data_name: str) -> None:
 
     contexts = {"train": "training", "validation": "validation", "test": "test"}
     src = LocalArtifactDatasetSource(source) if Path(source).is_absolute() else CodeDatasetSource(tags={"mlflow.source.name": source})
-    datasets = [
-        mlflow.data.from_pandas(part, source=src, targets=target, name=f"{data_name}-{name}", digest=digest(part))
-        for name, part in splits.items()
-    ]
+    with warnings.catch_warnings():
+        # integer targets (0/1 labels) are never missing: MLflow's schema hint does not apply
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        datasets = [
+            mlflow.data.from_pandas(part, source=src, targets=target, name=f"{data_name}-{name}", digest=digest(part))
+            for name, part in splits.items()
+        ]
     mlflow.log_inputs(datasets=datasets, contexts=[contexts[n] for n, _ in splits.items()], tags_list=[None] * len(datasets))
