@@ -330,4 +330,4 @@ def log_splits(splits, source: str, target: str, data_name: str) -> None:
             mlflow.data.from_pandas(part, source=src, targets=target, name=f"{data_name}-{name}", digest=digest(part))
             for name, part in splits.items()
         ]
-    mlflow.log_inputs(datasets=datasets, contexts=[contexts[n] for n, _ in splits.items()], tags_list=[None] * len(datasets))
+        mlflow.log_inputs(datasets=datasets, contexts=[contexts[n] for n, _ in splits.items()], tags_list=[None] * len(datasets))
