@@ -201,6 +201,7 @@ def test_a_run_that_failed_in_tune_gets_a_report_up_to_the_error(tiny_cfg):
     assert "Stages not reached: train, evaluate, register" in html
     assert page.counts == {"COMPLETE": 0, "PRUNED": 0, "FAIL": 3}  # counted from the trial runs
     assert "max_iter" in html  # the trials' own error, grouped
+    assert "Optimising <b>cv roc_auc</b>" in html  # from the config: the tune run logged no params
     assert page.numbers["data"]["rows_in"][0] == 600
     assert external_references(html) == []
 

@@ -245,6 +245,20 @@ def _literal(text: str | None, default: Any) -> Any:
     return default
 
 
+def _configured_metric(tree: RunTree) -> str | None:
+    """The primary metric from the config and the task (for a tune stage that failed before
+    logging its own ``metric`` param)."""
+    from mlcycle.config import Task
+    from mlcycle.evaluation import primary_metric
+
+    configured = tree.root.data.params.get("evaluate.primary_metric")
+    task = tree.stages["ingest"].params.get("task") if "ingest" in tree.stages else None
+    try:
+        return primary_metric(configured, Task(task)) if configured and task else None
+    except ValueError:
+        return None
+
+
 def _greater_is_better(metric: str) -> bool:
     from mlcycle.evaluation import greater_is_better
 
@@ -372,7 +386,7 @@ def _logged_importances(stage: StageView) -> dict[str, float]:
 def tuning_section(tree: RunTree) -> dict[str, Any]:
     stage = tree.stages["tune"]
     p, m = stage.params, stage.metrics
-    metric = p.get("metric") or next((k[3:] for k in tree.root_metrics if k.startswith("cv_")), None)
+    metric = p.get("metric") or next((k[3:] for k in tree.root_metrics if k.startswith("cv_")), None) or _configured_metric(tree)
     greater = _greater_is_better(metric) if metric else True
     trials = sorted((_trial(r, metric) for r in stage.children), key=lambda t: t.number)
     counted = Counter(t.state for t in trials)
