@@ -207,10 +207,12 @@ def test_a_run_that_failed_in_tune_gets_a_report_up_to_the_error(tiny_cfg):
 
 
 def test_sections_follow_the_configured_stages(tiny_cfg):
-    result = pipeline.run(tiny_cfg("stages=[ingest,preprocess]"))
+    result = pipeline.run(tiny_cfg("data=diabetes", "stages=[ingest,preprocess]"))
     client = MlflowClient()
-    page = ReportPage(report_of(client, result.run_id))
+    html = report_of(client, result.run_id)
+    page = ReportPage(html)
     assert page.sections == ["data", "preprocessing", "lineage", "timings"]
+    assert "Target distribution" in html and "Class balance" not in html  # a regression target
 
 
 def test_a_report_failure_never_changes_the_pipeline_outcome(tiny_cfg, monkeypatch, caplog):
@@ -324,3 +326,40 @@ def test_chromium_renders_the_report_without_errors_or_fetches(full_run, tmp_pat
     image = mpimg.imread(shot)
     assert image.shape[:2] == (1600, 1200)
     assert image.std() > 0.05
+
+
+def test_report_reads_what_other_features_add_to_the_runs(full_run):
+    """Tags and metrics that the registry gate, tuning summary and step caching add are shown
+    without changes here: gate figures and decision, logged importances, cache hits."""
+    from mlcycle.report.collect import collect
+    from mlcycle.report.render import render_html
+
+    client, result, _ = full_run
+    stages = stage_runs(client, result.run_id)
+    register, tune = stages["register"].info.run_id, stages["tune"].info.run_id
+    client.set_tag(register, "mlcycle.gate_decision", "rejected: roc_auc below champion")
+    client.log_metric(register, "gate_champion_roc_auc", 0.91)
+    client.log_metric(tune, "importance.C", 0.75)
+    client.log_metric(tune, "importance.class_weight", 0.25)
+
+    # a later pipeline whose ingest was a cache hit: the new stage run holds only the tag
+    root = client.create_run(client.get_run(result.run_id).info.experiment_id, tags={"mlcycle.run_kind": "pipeline"})
+    hit = client.create_run(
+        root.info.experiment_id, run_name="ingest",
+        tags={"mlflow.parentRunId": root.info.run_id, "mlcycle.stage": "ingest", "mlcycle.run_kind": "stage",
+              "mlcycle.cache_source_run": stages["ingest"].info.run_id},
+    )
+    for run in (hit, root):
+        client.set_terminated(run.info.run_id)
+
+    html = render_html(collect(client, result.run_id))
+    assert "Gate decision</b> (mlcycle.gate_decision): rejected: roc_auc below champion" in html
+    assert "gate_champion_roc_auc" in html
+    assert "estimated for this report" not in html  # the logged importances are used
+    assert "<td>C</td><td class=\"num\">0.750</td>" in html
+
+    cached = render_html(collect(client, root.info.run_id))
+    page = ReportPage(cached)
+    assert page.sections == ["data", "lineage", "timings"]
+    assert "cache hit: reused run " + stages["ingest"].info.run_id in cached
+    assert page.numbers["data"]["rows_in"][0] == 600  # read from the reused run

@@ -70,6 +70,16 @@ def test_a_page_with_no_sections_still_renders_the_header():
     assert "data-section=" not in html
 
 
+def test_a_section_that_could_not_be_read_says_so():
+    stage = {"name": "ingest", "run_id": "1" * 32, "status": "FAILED", "error": "DataError: no file", "seconds": 0.1, "cache": {}}
+    context = _context()
+    context["sections"] = {"data": {"problem": "KeyError: 'splits'", "stage": stage}}
+    html = render_html(context)
+    assert 'data-section="data"' in html
+    assert "could not be read completely: KeyError: &#39;splits&#39;" in html
+    assert "This stage failed: DataError: no file" in html
+
+
 @pytest.mark.parametrize(
     ("value", "text"),
     [(600.0, "600"), (20000, "20,000"), (0.71254, "0.7125"), (0.0000123, "1.230e-05"), (None, "–"), ("abc", "abc")],

@@ -308,7 +308,7 @@ def data_section(tree: RunTree) -> dict[str, Any]:
     classes = sorted({c for s in splits.values() for c in s.get("class_balance", {})})
     balance = [{"label": c, "shares": [splits[s].get("class_balance", {}).get(c) for s in split_names]} for c in classes]
     target_stats = [
-        {"stat": k, "values": [splits[s].get("target", {}).get(k) for s in split_names]}
+        {"stat": k, "per_split": [splits[s].get("target", {}).get(k) for s in split_names]}
         for k in next((list(s["target"]) for s in splits.values() if "target" in s), [])
     ]
     return {
