@@ -132,6 +132,11 @@ class RegistryConfig:
 
 
 @dataclass
+class ReportConfig:
+    enabled: bool = True  # report.html on the root run at the end of every pipeline run
+
+
+@dataclass
 class MlflowConfig:
     # MLFLOW_TRACKING_URI, when set, wins over this value (see tracking.resolve_tracking_uri).
     tracking_uri: str = "sqlite:///${paths.root}/mlflow.db"
@@ -153,6 +158,7 @@ class Config:
     tune: TuneConfig = field(default_factory=TuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlcycle
-from mlcycle import tracking
+from mlcycle import report, tracking
 from mlcycle.config import Config, as_dict, flatten
 from mlcycle.errors import PipelineTerminated
 from mlcycle.state import State
@@ -49,7 +49,10 @@ def run(cfg: Config) -> PipelineResult:
     run_name = cfg.mlflow.run_name or f"{cfg.data.name}-{cfg.model.name}"
     root_tags = {f"mlcycle.{k}": v for k, v in lineage.items()} | {"mlcycle.data_name": cfg.data.name} | dict(cfg.mlflow.tags)
 
-    with _sigterm_raises(), tracking.root_run(experiment_id, run_name, root_tags) as root:
+    # report.at_end comes first so it runs after the root run has ended (status, error tag)
+    with report.at_end(cfg.report.enabled) as report_hook, _sigterm_raises(), \
+            tracking.root_run(experiment_id, run_name, root_tags) as root:
+        report_hook.root_run_id = root.run_id  # report.html is logged on it, also on failure
         log.info("root run %s in experiment %s (%s)", root.run_id, experiment_id, uri)
         root.log.log_params(flatten(cfg))
         tracking.log_artifact_dict(resolved, "config.yaml")
