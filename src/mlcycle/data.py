@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +59,6 @@ class Splits:
 class LoadedData:
     frame: pd.DataFrame
     source: str  # file path, "generator:..." or "sklearn:<name>"
-    notes: dict = field(default_factory=dict)  # rows dropped for a missing target, ...
 
 
 # --------------------------------------------------------------------------- loading

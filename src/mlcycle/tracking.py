@@ -96,9 +96,6 @@ class RunLog:
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
-    def param(self, **values: Any) -> None:
-        self.params.update({k: _param(v) for k, v in values.items()})
-
     def log_params(self, values: dict[str, Any]) -> None:
         self.params.update({k: _param(v) for k, v in values.items()})
 
@@ -107,9 +104,6 @@ class RunLog:
 
     def log_metrics(self, values: dict[str, float]) -> None:
         self.metrics.update({k: float(v) for k, v in values.items() if v is not None})
-
-    def tag(self, **values: Any) -> None:
-        self.set_tags(values)
 
     def set_tags(self, values: dict[str, Any]) -> None:
         self.tags.update({k: str(v) for k, v in values.items()})
@@ -278,13 +272,6 @@ def fingerprint(obj: Any) -> str:
     payload = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(payload).hexdigest()[:16]
 
-
-def runs_of(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
-    """Direct children of a run, oldest first."""
-    runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=5000
-    )
-    return sorted(runs, key=lambda r: r.info.start_time)
 
 
 # --------------------------------------------------------------------------- artifacts
