@@ -15,6 +15,7 @@ USAGE = """usage: mlcycle <command> [args...]
 commands:
   train [overrides...]     run the pipeline (Hydra overrides; -m for a multirun sweep)
   generate-data            write the default e-commerce dataset to a CSV file
+  runs close-stale         end runs left RUNNING by a killed process (FAILED, with the reason)
 
 Run 'mlcycle <command> --help' for a command's options; 'mlcycle train --help' shows the
 configuration groups. Examples:
@@ -27,6 +28,7 @@ configuration groups. Examples:
 COMMANDS: dict[str, str] = {
     "train": "mlcycle.commands.train:main",
     "generate-data": "mlcycle.commands.generate_data:main",
+    "runs": "mlcycle.commands.runs:main",
 }
 
 

@@ -139,6 +139,9 @@ class MlflowConfig:
     experiment_name: str = "mlcycle"
     run_name: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # Seconds the start-up check waits for a remote tracking server or database (no retries),
+    # so an unreachable store fails the run at once instead of after MLflow's minutes of retries.
+    connect_timeout: float = 5.0
 
 
 @dataclass

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
 
 from mlcycle.cli import expand_overrides
-from mlcycle.errors import MlcycleError
+from mlcycle.errors import MlcycleError, PipelineTerminated
+from mlcycle.masking import mask_text
 
 log = logging.getLogger("mlcycle")
 
@@ -76,13 +78,16 @@ def _task(cfg) -> None:
         typed = to_typed(cfg)
         result = pipeline.run(typed)
     except MlcycleError as exc:
-        print(f"error: {_where(exc)}{exc}", file=sys.stderr)
+        print(f"error: {_where(exc)}{mask_text(str(exc))}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except PipelineTerminated as exc:
+        print(f"error: {_where(exc)}{exc}; the open runs were ended KILLED", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     except Exception as exc:
         if os.environ.get("MLCYCLE_DEBUG"):
             traceback.print_exc()
         hint = "" if os.environ.get("MLCYCLE_DEBUG") else " (MLCYCLE_DEBUG=1 shows the traceback)"
-        print(f"error: {_where(exc)}{type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+        print(f"error: {_where(exc)}{type(exc).__name__}: {mask_text(str(exc))}{hint}", file=sys.stderr)
         sys.exit(1)
     _summary(result, time.perf_counter() - started)
 
@@ -96,7 +101,7 @@ def _summary(result, seconds: float) -> None:
     state = result.state
     metrics = {f"cv_{state.metric}": state.cv_score} if state.cv_score is not None else {}
     metrics |= {f"test_{k}": v for k, v in state.test_metrics.items()}
-    lines = [f"mlcycle: run {result.run_id} finished in {seconds:.1f} s ({result.tracking_uri})"]
+    lines = [f"mlcycle: run {result.run_id} finished in {seconds:.1f} s ({mask_text(result.tracking_uri)})"]
     if metrics:
         lines.append("  " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     if state.registered_version:
