@@ -66,7 +66,7 @@ def run(cfg: Config) -> PipelineResult:
                     state = STAGE_FUNCTIONS[name](state, cfg, stage)
                     seconds = time.perf_counter() - started
                     stage.log.metric(duration_seconds=seconds)
-            except Exception as exc:
+            except BaseException as exc:  # PipelineTerminated too: the CLI names the stage
                 exc.add_note(f"stage {name}")
                 raise
             root.log.metric(**{f"duration_{name}_seconds": seconds})
