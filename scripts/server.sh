@@ -167,6 +167,9 @@ default_permission = ${MLCYCLE_AUTH_DEFAULT_PERMISSION:-READ}
 database_uri = $(db_uri "$AUTH_DB")
 admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+# Check each user's password (PBKDF2, slow on purpose) once a minute, not on every request.
+# With one worker, password and permission changes through the API apply at once.
+auth_cache_ttl_seconds = ${MLCYCLE_AUTH_CACHE_SECONDS:-60}
 EOF
   )
   export MLFLOW_AUTH_CONFIG_PATH=$STATE/basic_auth.ini
