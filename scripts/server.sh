@@ -7,6 +7,7 @@
 #   scripts/server.sh db-create NAME               create a database on the cluster
 #   scripts/server.sh db-uri [--with-password] [NAME]   SQLAlchemy URL of a database (default: mlflow)
 #   scripts/server.sh backup [FOLDER]              pg_dump of the tracking (and auth) databases
+#   scripts/server.sh upgrade [FOLDER]             backup, then mlflow db upgrade (server stopped)
 #
 # Settings (environment): MLCYCLE_PGDATA (.pgdata), MLCYCLE_SERVER_DIR (.server: pid, logs,
 # generated auth config), MLCYCLE_PG_PORT (5433), MLCYCLE_PG_USER (mlcycle), MLCYCLE_PG_DB
@@ -202,8 +203,13 @@ start() {
   local cors=${MLCYCLE_CORS_ORIGINS:-http://127.0.0.1:$PORT,http://localhost:$PORT}
   local uri
   uri=$(db_uri)
-  say "upgrading the tracking schema (mlflow db upgrade $uri)"
-  "$MLFLOW" db upgrade "$uri" >>"$STATE/mlflow-upgrade.log" 2>&1 || die "mlflow db upgrade failed, see $STATE/mlflow-upgrade.log"
+  # Create the schema once, before any worker starts. An existing schema is never migrated
+  # here: an MLflow upgrade that needs a migration stops at start-up with a message, and
+  # `scripts/server.sh upgrade` migrates after taking a backup.
+  if [ -z "$(psql_ -d "$PG_DB" -tAc "SELECT to_regclass('public.alembic_version')")" ]; then
+    say "creating the tracking schema (mlflow db upgrade $uri)"
+    "$MLFLOW" db upgrade "$uri" >>"$STATE/mlflow-upgrade.log" 2>&1 || die "mlflow db upgrade failed, see $STATE/mlflow-upgrade.log"
+  fi
   local extra=()
   if [ "$AUTH" = 1 ]; then
     auth_setup
@@ -221,7 +227,15 @@ start() {
   local i
   for i in $(seq 1 240); do
     healthy "$probe" && break
-    kill -0 "$(cat "$STATE/mlflow.pid")" 2>/dev/null || { tail -n 20 "$STATE/mlflow.log" >&2; rm -f "$STATE/mlflow.pid"; die "mlflow server exited, see $STATE/mlflow.log"; }
+    if ! kill -0 "$(cat "$STATE/mlflow.pid")" 2>/dev/null; then
+      rm -f "$STATE/mlflow.pid"
+      if grep -q "out-of-date database schema" "$STATE/mlflow.log"; then
+        grep -o "Detected out-of-date database schema ([^)]*)" "$STATE/mlflow.log" | tail -n 1 >&2
+        die "this MLflow needs a newer tracking schema: run 'scripts/server.sh upgrade' (it backs up first), then start again"
+      fi
+      tail -n 20 "$STATE/mlflow.log" >&2
+      die "mlflow server exited, see $STATE/mlflow.log"
+    fi
     sleep 0.5
   done
   healthy "$probe" || die "mlflow server did not answer on http://$probe:$PORT/health within 120 s, see $STATE/mlflow.log"
@@ -244,6 +258,20 @@ status() {
   pg_bin
   if db_running; then echo "postgresql: running (127.0.0.1:$PG_PORT, $DATA)"; else echo "postgresql: stopped"; fi
   if pid=$(server_pid); then echo "mlflow server: running (pid $pid, http://$HOST:$PORT)"; else echo "mlflow server: stopped"; fi
+}
+
+upgrade() {
+  [ -x "$MLFLOW" ] || die "$MLFLOW not found: run 'make venv' first (or set MLCYCLE_MLFLOW)"
+  if pid=$(server_pid); then die "the mlflow server is running (pid $pid): stop it first (make server-stop)"; fi
+  mkdir -p "$STATE"
+  db_start
+  backup "${1:-$ROOT/backups}"
+  local uri
+  uri=$(db_uri)
+  say "upgrading the tracking schema (mlflow db upgrade $uri)"
+  "$MLFLOW" db upgrade "$uri" >>"$STATE/mlflow-upgrade.log" 2>&1 ||
+    die "mlflow db upgrade failed, see $STATE/mlflow-upgrade.log; the backup above restores the database (docs/operations.md)"
+  say "schema upgraded; start the server with: make server"
 }
 
 backup() {
@@ -269,5 +297,6 @@ case ${1:-} in
   db-create) pg_bin; db_create "${2:?db-create NAME}" ;;
   db-uri) shift; db_uri "$@" ;;
   backup) shift; backup "$@" ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  upgrade) shift; upgrade "$@" ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -5,6 +5,7 @@ may appear on any command line or in the generated files that are not meant to h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -115,8 +116,41 @@ def test_make_server_starts_postgres_and_an_authenticated_mlflow_server_and_stop
     assert dumps == ["mlflow", "mlflow_auth"]
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in (tmp_path / "backups").iterdir())
 
+    refused = script(env, "upgrade", str(tmp_path / "pre-upgrade"))
+    assert refused.returncode != 0 and "stop it first (make server-stop)" in refused.stderr
+
     stopped = script(env, "stop")
     assert stopped.returncode == 0, stopped.stderr
     assert script(env, "status").stdout.splitlines() == ["postgresql: stopped", "mlflow server: stopped"]
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/health", timeout=5)
+
+    # schema upgrades: `upgrade` backs up first; `start` never migrates an existing schema
+    upgraded = script(env, "upgrade", str(tmp_path / "pre-upgrade"))
+    assert upgraded.returncode == 0, upgraded.stderr[-3000:]
+    assert "schema upgraded" in upgraded.stderr
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "pre-upgrade").iterdir()) == ["mlflow", "mlflow_auth"]
+    with tracking_db(env, db_password) as cur:  # pretend the schema predates this MLflow
+        cur.execute("SELECT version_num FROM alembic_version")
+        head = cur.fetchone()[0]
+        cur.execute("UPDATE alembic_version SET version_num = 'older0000000'")
+    outdated = script(env, "start")
+    assert outdated.returncode != 0
+    assert "Detected out-of-date database schema (found version older0000000" in outdated.stderr
+    assert "run 'scripts/server.sh upgrade' (it backs up first)" in outdated.stderr
+    with tracking_db(env, db_password) as cur:
+        cur.execute("UPDATE alembic_version SET version_num = %s", (head,))
+    assert script(env, "stop").returncode == 0
+
+
+@contextlib.contextmanager
+def tracking_db(env, password):
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=int(env["MLCYCLE_PG_PORT"]), user="mlcycle", password=password, dbname="mlflow")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()
