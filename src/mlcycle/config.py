@@ -133,7 +133,7 @@ class RegistryConfig:
 
 @dataclass
 class MlflowConfig:
-    # MLFLOW_TRACKING_URI, when set, wins over this value (see tracking.resolve_tracking_uri).
+    # MLFLOW_TRACKING_URI, when set, wins over this value (see remote.resolve_tracking_uri).
     tracking_uri: str = "sqlite:///${paths.root}/mlflow.db"
     artifact_location: str = "${paths.root}/mlartifacts"
     experiment_name: str = "mlcycle"

@@ -27,6 +27,11 @@ DEFAULT_DB_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql"
 HINT = "start it (make server), or point MLFLOW_TRACKING_URI / mlflow.tracking_uri at a running one"
 
 
+def resolve_tracking_uri(configured: str) -> str:
+    """``MLFLOW_TRACKING_URI`` wins when set; otherwise the configured URI."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or configured
+
+
 def check_tracking_store(uri: str, timeout: float = 5.0) -> None:
     """Raise ``TrackingUnreachable`` (one line naming the URI) unless the store answers."""
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""

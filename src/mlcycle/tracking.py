@@ -36,6 +36,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlcycle import liveness
 from mlcycle.errors import PipelineTerminated
 from mlcycle.idempotent import TOKEN_TAG, create_run_once, is_remote, new_token, remove_ghosts
+from mlcycle.remote import resolve_tracking_uri  # noqa: F401 - part of this module's API
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,6 @@ MAX_PARAM_LENGTH = 6000
 
 
 # --------------------------------------------------------------------------- location
-def resolve_tracking_uri(configured: str) -> str:
-    """``MLFLOW_TRACKING_URI`` wins when set; otherwise the configured URI."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or configured
-
-
 def is_local_store(uri: str) -> bool:
     return not uri.startswith(("http://", "https://", "databricks"))
 

@@ -49,8 +49,8 @@ def test_cli_says_one_line_with_the_uri_masked_and_exits_non_zero(cli_env, tmp_p
     ]
     assert "hunter2" not in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
-    assert seconds < FAST + 15  # + interpreter and import time
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlartifacts").exists()
+    assert seconds < FAST
+    assert list(tmp_path.iterdir()) == []  # checked before Hydra's outputs/, any store or data
 
 
 def test_database_uri_is_checked_too(remote):

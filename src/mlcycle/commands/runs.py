@@ -77,7 +77,7 @@ def _tracking_store(overrides: list[str]) -> tuple[str, float]:
 
     from mlcycle.config import config_dir, register_configs, to_typed
     from mlcycle.errors import ConfigError
-    from mlcycle.tracking import resolve_tracking_uri
+    from mlcycle.remote import resolve_tracking_uri
 
     register_configs()
     with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="mlcycle"):

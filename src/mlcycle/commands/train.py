@@ -23,9 +23,13 @@ def main(argv: list[str]) -> int:
     try:
         register_configs()
         conf = config_dir()
-        precheck(args)
+        cfg = precheck(args)
+        if cfg is not None:  # an unreachable tracking store fails here, before MLflow is imported
+            from mlcycle.remote import check_tracking_store, resolve_tracking_uri
+
+            check_tracking_store(resolve_tracking_uri(cfg.mlflow.tracking_uri), cfg.mlflow.connect_timeout)
     except MlcycleError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {mask_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
 
     import hydra
@@ -36,11 +40,11 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def precheck(args: list[str]) -> None:
+def precheck(args: list[str]):
     """Compose and validate the config of a single run, so a bad override or value is one
-    clear line and no run is created. Sweeps are checked by Hydra per job."""
+    clear line and no run is created; return it (None for sweeps: Hydra checks each job)."""
     if any(a.startswith("-") for a in args):
-        return  # -m, --cfg, --help, ...: Hydra's own handling
+        return None  # -m, --cfg, --help, ...: Hydra's own handling
     from hydra import compose, initialize_config_dir
 
     from mlcycle.config import ConfigError, config_dir, to_typed
@@ -52,7 +56,7 @@ def precheck(args: list[str]) -> None:
         except Exception as exc:
             raise ConfigError(_one_line(exc)) from None
     try:
-        to_typed(cfg)
+        return to_typed(cfg)
     except MlcycleError:
         raise
     except Exception as exc:  # omegaconf validation/interpolation errors
