@@ -13,7 +13,7 @@ writes it (create_run + one log_batch + set_terminated), and the ratio to `open`
 Needs MLCYCLE_TEST_POSTGRES_URI (e.g. `make test-postgres` prints how, or scripts/server.sh):
 
     MLCYCLE_TEST_POSTGRES_URI=$(scripts/server.sh db-uri --with-password mlcycle_test) \\
-        .venv/bin/python benchmarks/tracking_server.py                 # 10 rounds x 20 calls
+        .venv/bin/python benchmarks/tracking_server.py                 # full: 5 rounds x 20 calls, ~5 min
     ... benchmarks/tracking_server.py --rounds 3 --calls 10            # reduced
 """
 
@@ -100,7 +100,7 @@ def measure(server: MlflowServer, label: str, calls: int) -> tuple[list[float], 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=10, help="alternating rounds (default 10)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     parser.add_argument("--calls", type=int, default=20, help="calls of each kind per server per round (default 20)")
     args = parser.parse_args()
     url = os.environ.get(POSTGRES_ENV)
