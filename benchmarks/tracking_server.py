@@ -61,7 +61,9 @@ def start_servers(pg: Postgres, folder: Path) -> tuple[dict[str, MlflowServer], 
             "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
             "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
         }
-        servers[label] = MlflowServer(database(label.replace("+", "_")), sub, env=env, app_name="basic-auth")
+        servers[label] = MlflowServer(
+            database(label.replace("+", "_")), sub, env=env, app_name="basic-auth"
+        )
     for server in servers.values():
         server.start()
     return servers, databases
@@ -80,7 +82,9 @@ def measure(server: MlflowServer, label: str, calls: int) -> tuple[list[float], 
         os.environ.pop("MLFLOW_TRACKING_USERNAME", None)
         os.environ.pop("MLFLOW_TRACKING_PASSWORD", None)
     client = MlflowClient(server.url)
-    experiment = client.get_experiment_by_name("bench") or client.get_experiment(client.create_experiment("bench"))
+    experiment = client.get_experiment_by_name("bench") or client.get_experiment(
+        client.create_experiment("bench")
+    )
     run_id = client.create_run(experiment.experiment_id).info.run_id
     per_call, per_trial = [], []
     for i in range(calls):
@@ -90,18 +94,27 @@ def measure(server: MlflowServer, label: str, calls: int) -> tuple[list[float], 
     for i in range(calls):
         started = time.perf_counter()
         now = int(time.time() * 1000)
-        trial = client.create_run(experiment.experiment_id, tags={"mlflow.parentRunId": run_id}, run_name=f"t{i}").info.run_id
-        client.log_batch(trial, params=[Param("C", "0.1"), Param("class_weight", "balanced")],
-                         metrics=[Metric("cv_roc_auc", 0.8, now, 0), Metric("fold_0_roc_auc", 0.79, now, 0)])
+        trial = client.create_run(
+            experiment.experiment_id, tags={"mlflow.parentRunId": run_id}, run_name=f"t{i}"
+        ).info.run_id
+        client.log_batch(
+            trial,
+            params=[Param("C", "0.1"), Param("class_weight", "balanced")],
+            metrics=[Metric("cv_roc_auc", 0.8, now, 0), Metric("fold_0_roc_auc", 0.79, now, 0)],
+        )
         client.set_terminated(trial, end_time=now)
         per_trial.append((time.perf_counter() - started) * 1000)
     return per_call, per_trial
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
-    parser.add_argument("--calls", type=int, default=20, help="calls of each kind per server per round (default 20)")
+    parser.add_argument(
+        "--calls", type=int, default=20, help="calls of each kind per server per round (default 20)"
+    )
     args = parser.parse_args()
     url = os.environ.get(POSTGRES_ENV)
     if not url:
@@ -131,7 +144,9 @@ def main() -> int:
     print(f"{'server':<12} {'log_param ms':>13} {'ratio':>6} {'trial run ms':>13} {'ratio':>6}")
     for label, (calls, trials) in results.items():
         call, trial = statistics.median(calls), statistics.median(trials)
-        print(f"{label:<12} {call:>13.1f} {call / base_call:>6.1f} {trial:>13.1f} {trial / base_trial:>6.1f}")
+        print(
+            f"{label:<12} {call:>13.1f} {call / base_call:>6.1f} {trial:>13.1f} {trial / base_trial:>6.1f}"
+        )
     return 0
 
 

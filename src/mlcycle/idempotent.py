@@ -45,13 +45,20 @@ def create_run_once(
 ) -> Run:
     """``client.create_run`` that leaves exactly one run behind, retries or not."""
     token = new_token()
-    run = client.create_run(experiment_id, start_time=start_time, tags={**(tags or {}), TOKEN_TAG: token}, run_name=run_name)
+    run = client.create_run(
+        experiment_id,
+        start_time=start_time,
+        tags={**(tags or {}), TOKEN_TAG: token},
+        run_name=run_name,
+    )
     if is_remote(client):
         remove_ghosts(client, experiment_id, {token: run.info.run_id})
     return run
 
 
-def remove_ghosts(client: MlflowClient, experiment_id: str, kept: dict[str, str], parent_run_id: str | None = None) -> list[str]:
+def remove_ghosts(
+    client: MlflowClient, experiment_id: str, kept: dict[str, str], parent_run_id: str | None = None
+) -> list[str]:
     """Delete runs holding one of ``kept``'s tokens but not its run id; return their ids.
 
     With ``parent_run_id``, one search over that run's children covers any number of
@@ -85,7 +92,9 @@ def end_ghost(client: MlflowClient, run_id: str, reason: str) -> None:
 def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
     runs, token = [], None
     while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
+        page = client.search_runs(
+            [experiment_id], filter_string=filter_string, max_results=1000, page_token=token
+        )
         runs.extend(page)
         token = page.token
         if not token:

@@ -21,13 +21,27 @@ MASK = "***"
 # Words that make a key, a query parameter or a config field a secret when the name holds
 # one of them as a word (``db_password``, ``X-Amz-Credential``, ``access_token``), and
 # names that are secrets only on their own (``?sig=`` of a SAS URL, ``?key=`` of an API).
-_SECRET_WORDS = {"password", "passwd", "pwd", "secret", "token", "apikey", "credential", "credentials", "signature"}
+_SECRET_WORDS = {
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "apikey",
+    "credential",
+    "credentials",
+    "signature",
+}
 _SECRET_NAMES = {"sig", "key", "auth", "api_key", "access_key", "secret_key", "private_key"}
 
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
-_URI_PARTS = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<authority>[^/?#]*)(?P<rest>.*)$", re.S)
+_URI_PARTS = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<authority>[^/?#]*)(?P<rest>.*)$", re.S
+)
 _QUERY_PAIR = re.compile(r"(?P<sep>[?&;])(?P<name>[^=&#;]+)=(?P<value>[^&#;]*)")
-_KEYWORD_PAIR = re.compile(r"(?i)\b(?P<name>password|passwd|pwd)(?P<eq>\s*=\s*)(?P<value>'[^']*'|\"[^\"]*\"|[^\s,;&]+)")
+_KEYWORD_PAIR = re.compile(
+    r"(?i)\b(?P<name>password|passwd|pwd)(?P<eq>\s*=\s*)(?P<value>'[^']*'|\"[^\"]*\"|[^\s,;&]+)"
+)
 
 
 def is_secret_name(name: str) -> bool:
@@ -48,7 +62,10 @@ def mask_uri(uri: str) -> str:
         if has_password:
             authority = f"{user}:{MASK}@{host}"
     rest = _QUERY_PAIR.sub(
-        lambda m: f"{m['sep']}{m['name']}={MASK}" if is_secret_name(m["name"]) and m["value"] else m[0], rest
+        lambda m: (
+            f"{m['sep']}{m['name']}={MASK}" if is_secret_name(m["name"]) and m["value"] else m[0]
+        ),
+        rest,
     )
     return f"{parts['scheme']}{authority}{rest}"
 
@@ -61,14 +78,21 @@ def mask_text(text: str) -> str:
 
 def mask_values(values: Mapping[str, str]) -> dict[str, str]:
     """A flat mapping (the config as MLflow params) with secrets masked."""
-    return {k: (MASK if is_secret_name(k) and v not in ("", "None") else mask_text(v)) for k, v in values.items()}
+    return {
+        k: (MASK if is_secret_name(k) and v not in ("", "None") else mask_text(v))
+        for k, v in values.items()
+    }
 
 
 def mask_tree(obj):
     """A nested config (dicts, lists, scalars) with secrets masked, for YAML artifacts."""
     if isinstance(obj, Mapping):
         return {
-            k: (MASK if is_secret_name(str(k)) and v not in (None, "") and not isinstance(v, Mapping) else mask_tree(v))
+            k: (
+                MASK
+                if is_secret_name(str(k)) and v not in (None, "") and not isinstance(v, Mapping)
+                else mask_tree(v)
+            )
             for k, v in obj.items()
         }
     if isinstance(obj, list | tuple):

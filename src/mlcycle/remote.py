@@ -81,7 +81,9 @@ def _check_http(uri: str, timeout: float) -> None:
             **_auth(),
         )
     except requests.RequestException as exc:
-        raise TrackingUnreachable(f"tracking server {mask_uri(uri)} stopped answering ({_reason(exc)})") from None
+        raise TrackingUnreachable(
+            f"tracking server {mask_uri(uri)} stopped answering ({_reason(exc)})"
+        ) from None
     if probe.status_code == 401:
         raise TrackingUnreachable(
             f"tracking server {mask_uri(uri)} needs credentials (HTTP 401): set "
@@ -96,7 +98,10 @@ def _check_http(uri: str, timeout: float) -> None:
 
 def _auth() -> dict:
     """The credentials MLflow's client sends, from MLflow's own environment variables."""
-    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    user, password = (
+        os.environ.get("MLFLOW_TRACKING_USERNAME"),
+        os.environ.get("MLFLOW_TRACKING_PASSWORD"),
+    )
     if user and password:
         return {"auth": (user, password)}
     if token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
@@ -115,8 +120,14 @@ def _reason(exc: BaseException) -> str:
     while exc.__context__ is not None and not str(exc):
         exc = exc.__context__
     text = str(exc)
-    for marker in ("Connection refused", "timed out", "Name or service not known", "No route to host",
-                   "Temporary failure in name resolution", "Connection reset"):
+    for marker in (
+        "Connection refused",
+        "timed out",
+        "Name or service not known",
+        "No route to host",
+        "Temporary failure in name resolution",
+        "Connection reset",
+    ):
         if marker.lower() in text.lower():
             return marker
     return type(exc).__name__ if not text else text.splitlines()[0][:200]

@@ -43,8 +43,11 @@ def running_runs(client: MlflowClient, experiment_ids: list[str]) -> list[Run]:
         token = None
         while True:
             page = client.search_runs(
-                experiment_ids[i : i + 100], filter_string="attributes.status = 'RUNNING'",
-                run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token,
+                experiment_ids[i : i + 100],
+                filter_string="attributes.status = 'RUNNING'",
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=1000,
+                page_token=token,
             )
             runs.extend(page)
             token = page.token
@@ -53,7 +56,12 @@ def running_runs(client: MlflowClient, experiment_ids: list[str]) -> list[Run]:
     return runs
 
 
-def judge(client: MlflowClient, runs: list[Run], older_than_s: float | None = None, now_ms: int | None = None) -> list[Verdict]:
+def judge(
+    client: MlflowClient,
+    runs: list[Run],
+    older_than_s: float | None = None,
+    now_ms: int | None = None,
+) -> list[Verdict]:
     """Decide, for each RUNNING run, whether to close it, delete it (a ghost) or keep it."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     by_id = {r.info.run_id: r for r in runs}
@@ -77,7 +85,10 @@ def judge(client: MlflowClient, runs: list[Run], older_than_s: float | None = No
         twin = _twin(client, info.experiment_id, token, info.run_id) if token else None
         owner = owner_of(run)
         alive = liveness.is_alive(owner) if owner is not None else None
-        old_enough = older_than_s is not None and (now_ms - (info.start_time or now_ms)) >= older_than_s * 1000
+        old_enough = (
+            older_than_s is not None
+            and (now_ms - (info.start_time or now_ms)) >= older_than_s * 1000
+        )
         if alive is True:
             action, reason = KEEP, f"{owner.describe()} is running"
         elif twin and (alive is False or old_enough):
@@ -90,7 +101,9 @@ def judge(client: MlflowClient, runs: list[Run], older_than_s: float | None = No
         else:
             where = f"{owner.describe()} (another host)" if owner else "no owner recorded"
             action, reason = KEEP, f"cannot tell whether it is alive: {where}; use --older-than"
-        verdicts.append(Verdict(info.run_id, info.run_name or "", info.experiment_id, action, reason))
+        verdicts.append(
+            Verdict(info.run_id, info.run_name or "", info.experiment_id, action, reason)
+        )
     return verdicts
 
 
@@ -99,7 +112,9 @@ def apply(client: MlflowClient, verdicts: list[Verdict]) -> None:
     for v in verdicts:
         if v.action == CLOSE:
             message = f"stale: {v.reason}; closed by `mlcycle runs close-stale`"
-            client.log_batch(v.run_id, tags=[RunTag(ERROR_TAG, message), RunTag(CLOSED_TAG, "true")])
+            client.log_batch(
+                v.run_id, tags=[RunTag(ERROR_TAG, message), RunTag(CLOSED_TAG, "true")]
+            )
             client.set_terminated(v.run_id, status=RunStatus.to_string(RunStatus.FAILED))
         elif v.action == DELETE:
             end_ghost(client, v.run_id, v.reason)
@@ -119,14 +134,19 @@ def _twin(client: MlflowClient, experiment_id: str, token: str, run_id: str) -> 
     data; two runs equal on all of that are interchangeable and the smallest id stays.
     """
     group = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{TOKEN_TAG}` = '{token}'", run_view_type=ViewType.ACTIVE_ONLY, max_results=10
+        [experiment_id],
+        filter_string=f"tags.`{TOKEN_TAG}` = '{token}'",
+        run_view_type=ViewType.ACTIVE_ONLY,
+        max_results=10,
     )
     if len(group) < 2:
         return None
 
     def rank(run: Run):
         children = client.search_runs(
-            [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{run.info.run_id}'", max_results=1
+            [experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{run.info.run_id}'",
+            max_results=1,
         )
         data = len(run.data.params) + len(run.data.metrics) + len(run.data.tags)
         return (run.info.status == "RUNNING", not children, -data, run.info.run_id)

@@ -15,10 +15,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from tests.conftest import subprocess_env
-from tests.server.harness import ENABLE_HINT, MLFLOW, POSTGRES_ENV, MlflowServer, Postgres, required
 
 from mlcycle.masking import mask_text
+from tests.conftest import subprocess_env
+from tests.server.harness import ENABLE_HINT, MLFLOW, POSTGRES_ENV, MlflowServer, Postgres, required
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,10 @@ MLCYCLE = Path(sys.executable).parent / "mlcycle"
 
 def required() -> bool:
     """CI must run these tests: a missing PostgreSQL is a failure there, not a skip."""
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("CI", "MLCYCLE_REQUIRE_POSTGRES"))
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes")
+        for v in ("CI", "MLCYCLE_REQUIRE_POSTGRES")
+    )
 
 
 def free_port() -> int:
@@ -66,21 +69,29 @@ class Postgres:
         import psycopg2
 
         conn = psycopg2.connect(
-            host=self.url.host, port=self.url.port or 5432, user=self.url.username,
-            password=self.url.password, dbname=database or self.url.database or "postgres", connect_timeout=10,
+            host=self.url.host,
+            port=self.url.port or 5432,
+            user=self.url.username,
+            password=self.url.password,
+            dbname=database or self.url.database or "postgres",
+            connect_timeout=10,
         )
         conn.autocommit = True
         return conn
 
     def uri(self, database: str) -> str:
         """SQLAlchemy URL of ``database``, with the driver MLflow needs and the password."""
-        return self.url.set(drivername="postgresql+psycopg2", database=database).render_as_string(hide_password=False)
+        return self.url.set(drivername="postgresql+psycopg2", database=database).render_as_string(
+            hide_password=False
+        )
 
     def create_database(self, name: str, template: str | None = None) -> str:
         conn = self.connect()
         try:
             with conn.cursor() as cur:
-                cur.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+                cur.execute(
+                    f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+                )
         finally:
             conn.close()
         return self.uri(name)
@@ -89,7 +100,10 @@ class Postgres:
         conn = self.connect()
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (name,),
+                )
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
         finally:
             conn.close()
@@ -100,8 +114,14 @@ class MlflowServer:
     """`mlflow server` on 127.0.0.1 as the team set-up runs it: one worker, no job runner,
     artifacts served from a folder, schema already upgraded."""
 
-    def __init__(self, backend_uri: str, folder: Path, port: int | None = None, env: dict[str, str] | None = None,
-                 app_name: str | None = None):
+    def __init__(
+        self,
+        backend_uri: str,
+        folder: Path,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        app_name: str | None = None,
+    ):
         self.backend_uri = backend_uri
         self.folder = folder
         self.port = port or free_port()
@@ -117,18 +137,34 @@ class MlflowServer:
     def start(self, timeout: float = 240) -> MlflowServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env}
-        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        for var in (
+            "MLFLOW_TRACKING_URI",
+            "MLFLOW_RUN_ID",
+            "MLFLOW_EXPERIMENT_ID",
+            "MLFLOW_EXPERIMENT_NAME",
+        ):
             env.pop(var, None)
         cmd = [
-            str(MLFLOW), "server", "--backend-store-uri", self.backend_uri,
-            "--artifacts-destination", str(self.folder / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            str(MLFLOW),
+            "server",
+            "--backend-store-uri",
+            self.backend_uri,
+            "--artifacts-destination",
+            str(self.folder / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
         ]
         if self.app_name:
             cmd += ["--app-name", self.app_name]
         self.starts += 1
         log = open(self.folder / f"server-{self.starts}.log", "wb")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         log.close()
         try:
             wait_for(self._healthy, timeout, f"mlflow server on {self.url}", interval=0.3)
@@ -139,7 +175,9 @@ class MlflowServer:
 
     def _healthy(self) -> bool:
         if self.process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {self.process.returncode}; log:\n{self.log_tail()}")
+            raise RuntimeError(
+                f"mlflow server exited with {self.process.returncode}; log:\n{self.log_tail()}"
+            )
         try:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
             conn.request("GET", "/health")
@@ -165,7 +203,11 @@ class MlflowServer:
 
     def log_tail(self, lines: int = 40) -> str:
         path = self.folder / f"server-{self.starts}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        return (
+            "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            if path.exists()
+            else ""
+        )
 
 
 def _port_open(port: int) -> bool:
@@ -196,7 +238,11 @@ class LosingProxy:
                 body = self._body()
                 proxy.requests.append((self.command, self.path, body))
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=120)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "transfer-encoding", "content-length")}
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("connection", "transfer-encoding", "content-length")
+                }
                 headers["Content-Length"] = str(len(body))
                 upstream.request(self.command, self.path, body=body, headers=headers)
                 response = upstream.getresponse()
@@ -208,7 +254,14 @@ class LosingProxy:
                     return
                 self.send_response(response.status, response.reason)
                 for key, value in response.getheaders():
-                    if key.lower() not in ("connection", "transfer-encoding", "content-length", "keep-alive", "date", "server"):
+                    if key.lower() not in (
+                        "connection",
+                        "transfer-encoding",
+                        "content-length",
+                        "keep-alive",
+                        "date",
+                        "server",
+                    ):
                         self.send_header(key, value)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -264,33 +317,52 @@ def lose_first_create_of(*run_names: str) -> Callable[[str, str, bytes], bool]:
 
 
 # --------------------------------------------------------------------------- the CLI
-def cli(args: list[str], env: dict[str, str], timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([str(MLCYCLE), *args], env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+def cli(
+    args: list[str], env: dict[str, str], timeout: float = 600, **kwargs
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(MLCYCLE), *args], env=env, capture_output=True, text=True, timeout=timeout, **kwargs
+    )
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with open(log, "wb") as out:
-        return subprocess.Popen([str(MLCYCLE), *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [str(MLCYCLE), *args], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 # --------------------------------------------------------------------------- reading runs back
 def tiny_overrides(experiment: str, *extra: str) -> list[str]:
-    return [*TINY, f"mlflow.experiment_name={experiment}", f"registry.model_name={experiment}", *extra]
+    return [
+        *TINY,
+        f"mlflow.experiment_name={experiment}",
+        f"registry.model_name={experiment}",
+        *extra,
+    ]
 
 
 def children(client, experiment_id: str, parent_run_id: str) -> list:
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=5000)
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        max_results=5000,
+    )
     return sorted(runs, key=lambda r: r.info.start_time)
 
 
 def roots(client, experiment_name: str) -> list:
     exp = client.get_experiment_by_name(experiment_name)
     assert exp is not None, f"experiment {experiment_name} was not created"
-    return client.search_runs([exp.experiment_id], filter_string="tags.`mlcycle.run_kind` = 'pipeline'", max_results=1000)
+    return client.search_runs(
+        [exp.experiment_id], filter_string="tags.`mlcycle.run_kind` = 'pipeline'", max_results=1000
+    )
 
 
 def all_runs(client, experiment_name: str, view=None) -> list:
     from mlflow.entities import ViewType
 
     exp = client.get_experiment_by_name(experiment_name)
-    return client.search_runs([exp.experiment_id], run_view_type=view or ViewType.ACTIVE_ONLY, max_results=5000)
+    return client.search_runs(
+        [exp.experiment_id], run_view_type=view or ViewType.ACTIVE_ONLY, max_results=5000
+    )

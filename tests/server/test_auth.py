@@ -45,12 +45,19 @@ def auth_server(new_database, tmp_path_factory):
         "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1],
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
     }
-    server = MlflowServer(new_database("auth_tracking"), folder, env=env, app_name="basic-auth").start()
+    server = MlflowServer(
+        new_database("auth_tracking"), folder, env=env, app_name="basic-auth"
+    ).start()
     server.admin = admin
     server.users = {}
     for name in ("alice", "bob"):  # alice runs pipelines, bob only reads (default_permission)
         password = secrets.token_urlsafe(18)
-        answer = requests.post(f"{server.url}/api/2.0/mlflow/users/create", json={"username": name, "password": password}, auth=admin, timeout=30)
+        answer = requests.post(
+            f"{server.url}/api/2.0/mlflow/users/create",
+            json={"username": name, "password": password},
+            auth=admin,
+            timeout=30,
+        )
         assert answer.status_code == 200, answer.text
         server.users[name] = (name, password)
     yield server
@@ -92,21 +99,45 @@ def test_pipeline_with_valid_credentials_works(auth_server, alice_pipeline, monk
     [root] = roots(client, EXPERIMENT)
     assert root.info.run_id == alice_pipeline.run_id and root.info.status == "FINISHED"
     assert root.data.tags["mlflow.user"]
-    assert [r.info.run_name for r in children(client, root.info.experiment_id, root.info.run_id)] == list(STAGES)
+    assert [
+        r.info.run_name for r in children(client, root.info.experiment_id, root.info.run_id)
+    ] == list(STAGES)
     assert str(client.get_model_version_by_alias(EXPERIMENT, "champion").version) == "1"
 
 
 def test_no_credentials_get_401_and_the_pipeline_says_so(auth_server, monkeypatch, remote):
     url = auth_server.url
-    assert requests.get(f"{url}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=30).status_code == 401
-    assert requests.post(f"{url}/api/2.0/mlflow/runs/create", json={"experiment_id": "0"}, timeout=30).status_code == 401
-    assert requests.get(f"{url}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, auth=("alice", "wrong-password-123"), timeout=30).status_code == 401
+    assert (
+        requests.get(
+            f"{url}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=30
+        ).status_code
+        == 401
+    )
+    assert (
+        requests.post(
+            f"{url}/api/2.0/mlflow/runs/create", json={"experiment_id": "0"}, timeout=30
+        ).status_code
+        == 401
+    )
+    assert (
+        requests.get(
+            f"{url}/api/2.0/mlflow/experiments/search",
+            params={"max_results": 1},
+            auth=("alice", "wrong-password-123"),
+            timeout=30,
+        ).status_code
+        == 401
+    )
     as_user(monkeypatch, remote, auth_server, None)
-    with pytest.raises(TrackingUnreachable, match=r"needs credentials \(HTTP 401\): set MLFLOW_TRACKING_USERNAME"):
+    with pytest.raises(
+        TrackingUnreachable, match=r"needs credentials \(HTTP 401\): set MLFLOW_TRACKING_USERNAME"
+    ):
         pipeline.run(compose(tiny_overrides(EXPERIMENT)))
 
 
-def test_read_user_cannot_create_runs_or_move_aliases(auth_server, alice_pipeline, monkeypatch, remote):
+def test_read_user_cannot_create_runs_or_move_aliases(
+    auth_server, alice_pipeline, monkeypatch, remote
+):
     bob = as_user(monkeypatch, remote, auth_server, auth_server.users["bob"])
     experiment_id = bob.get_experiment_by_name(EXPERIMENT).experiment_id  # reading is allowed
     assert bob.get_run(alice_pipeline.run_id).info.status == "FINISHED"
@@ -124,11 +155,18 @@ def test_read_user_cannot_create_runs_or_move_aliases(auth_server, alice_pipelin
 
     # the HTTP status under the exception is 403, as the issue asks
     creds = auth_server.users["bob"]
-    create = requests.post(f"{auth_server.url}/api/2.0/mlflow/runs/create", json={"experiment_id": experiment_id}, auth=creds, timeout=30)
+    create = requests.post(
+        f"{auth_server.url}/api/2.0/mlflow/runs/create",
+        json={"experiment_id": experiment_id},
+        auth=creds,
+        timeout=30,
+    )
     assert create.status_code == 403
     alias = requests.post(
         f"{auth_server.url}/api/2.0/mlflow/registered-models/alias",
-        json={"name": EXPERIMENT, "alias": "champion", "version": "1"}, auth=creds, timeout=30,
+        json={"name": EXPERIMENT, "alias": "champion", "version": "1"},
+        auth=creds,
+        timeout=30,
     )
     assert alias.status_code == 403
     # nothing changed
@@ -137,7 +175,9 @@ def test_read_user_cannot_create_runs_or_move_aliases(auth_server, alice_pipelin
     assert str(alice.get_model_version_by_alias(EXPERIMENT, "champion").version) == "1"
 
 
-def test_read_user_pipeline_fails_with_permission_denied_and_leaves_nothing_running(auth_server, alice_pipeline, monkeypatch, remote):
+def test_read_user_pipeline_fails_with_permission_denied_and_leaves_nothing_running(
+    auth_server, alice_pipeline, monkeypatch, remote
+):
     as_user(monkeypatch, remote, auth_server, auth_server.users["bob"])
     with pytest.raises(MlflowException, match="Permission denied"):
         pipeline.run(compose(tiny_overrides(EXPERIMENT)))

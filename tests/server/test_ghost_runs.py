@@ -15,7 +15,14 @@ from mlcycle import pipeline
 from mlcycle.config import STAGES
 from mlcycle.idempotent import GHOST_TAG, TOKEN_TAG
 from tests.conftest import compose
-from tests.server.harness import LosingProxy, all_runs, children, lose_first_create_of, roots, tiny_overrides
+from tests.server.harness import (
+    LosingProxy,
+    all_runs,
+    children,
+    lose_first_create_of,
+    roots,
+    tiny_overrides,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -24,12 +31,23 @@ def test_retried_creates_leave_no_ghost_runs(shared_server, experiment, remote):
     lost_names = ("ghost-root", "features", "trial-001")
     with LosingProxy(shared_server.port, lose_first_create_of(*lost_names)) as proxy:
         remote(proxy.url)
-        cfg = compose(tiny_overrides(experiment, "mlflow.run_name=ghost-root", "registry.enabled=false", "evaluate.plots=false"))
+        cfg = compose(
+            tiny_overrides(
+                experiment,
+                "mlflow.run_name=ghost-root",
+                "registry.enabled=false",
+                "evaluate.plots=false",
+            )
+        )
         result = pipeline.run(cfg)
 
     # the fault really happened: each lost create was sent again by the client
     assert sorted(json.loads(body)["run_name"] for _, _, body in proxy.lost) == sorted(lost_names)
-    creates = [json.loads(body)["run_name"] for method, path, body in proxy.requests if path.endswith("/runs/create")]
+    creates = [
+        json.loads(body)["run_name"]
+        for method, path, body in proxy.requests
+        if path.endswith("/runs/create")
+    ]
     for name in lost_names:
         assert creates.count(name) == 2, name
 
@@ -41,7 +59,9 @@ def test_retried_creates_leave_no_ghost_runs(shared_server, experiment, remote):
     assert [r.info.run_name for r in stages] == list(STAGES)
     tune = stages[STAGES.index("tune")]
     trials = children(client, exp_id, tune.info.run_id)
-    assert sorted(t.info.run_name for t in trials) == [f"trial-{i:03d}" for i in range(cfg.tune.n_trials)]
+    assert sorted(t.info.run_name for t in trials) == [
+        f"trial-{i:03d}" for i in range(cfg.tune.n_trials)
+    ]
     assert all(t.info.status == "FINISHED" and t.data.metrics for t in trials)
     assert len(all_runs(client, experiment)) == 1 + len(STAGES) + cfg.tune.n_trials
 

@@ -7,7 +7,15 @@ import pytest
 from mlflow import MlflowClient
 
 from mlcycle.config import STAGES
-from tests.server.harness import MlflowServer, all_runs, children, roots, spawn, tiny_overrides, wait_for
+from tests.server.harness import (
+    MlflowServer,
+    all_runs,
+    children,
+    roots,
+    spawn,
+    tiny_overrides,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -18,12 +26,18 @@ def test_server_restart_mid_run_loses_nothing(new_database, experiment, cli_env,
     server = MlflowServer(new_database("restart"), tmp_path / "server").start()
     try:
         client = MlflowClient(server.url)
-        proc = spawn(["train", *tiny_overrides(experiment, f"tune.n_trials={N_TRIALS}")], cli_env(server.url), tmp_path / "train.log")
+        proc = spawn(
+            ["train", *tiny_overrides(experiment, f"tune.n_trials={N_TRIALS}")],
+            cli_env(server.url),
+            tmp_path / "train.log",
+        )
 
         def trials_being_logged():
             assert proc.poll() is None, (tmp_path / "train.log").read_text()[-3000:]
             exp = client.get_experiment_by_name(experiment)
-            tune = exp and client.search_runs([exp.experiment_id], filter_string="tags.`mlcycle.stage` = 'tune'")
+            tune = exp and client.search_runs(
+                [exp.experiment_id], filter_string="tags.`mlcycle.stage` = 'tune'"
+            )
             return tune and children(client, exp.experiment_id, tune[0].info.run_id)
 
         wait_for(trials_being_logged, 300, "trial runs to be logged", interval=0.3)
@@ -42,7 +56,9 @@ def test_server_restart_mid_run_loses_nothing(new_database, experiment, cli_env,
         assert all(r.info.status == "FINISHED" for r in stages)
         tune = stages[3]
         trials = children(client, exp_id, tune.info.run_id)
-        assert sorted(t.info.run_name for t in trials) == [f"trial-{i:03d}" for i in range(N_TRIALS)]
+        assert sorted(t.info.run_name for t in trials) == [
+            f"trial-{i:03d}" for i in range(N_TRIALS)
+        ]
         for trial in trials:
             assert trial.info.status == "FINISHED"
             assert {"C", "class_weight"} <= set(trial.data.params)

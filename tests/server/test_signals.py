@@ -23,16 +23,25 @@ LONG_TUNE = "tune.n_trials=5000"
 
 def start_and_wait_for_tune(server, experiment, cli_env, tmp_path):
     """Start `mlcycle train` and return (process, client, tune run) once trials are being logged."""
-    proc = spawn(["train", *tiny_overrides(experiment, LONG_TUNE)], cli_env(server.url), tmp_path / "train.log")
+    proc = spawn(
+        ["train", *tiny_overrides(experiment, LONG_TUNE)],
+        cli_env(server.url),
+        tmp_path / "train.log",
+    )
     client = MlflowClient(server.url)
 
     def tune_with_trials():
         if proc.poll() is not None:
-            raise AssertionError(f"pipeline exited early:\n{(tmp_path / 'train.log').read_text()[-3000:]}")
+            raise AssertionError(
+                f"pipeline exited early:\n{(tmp_path / 'train.log').read_text()[-3000:]}"
+            )
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             return None
-        tune = client.search_runs([exp.experiment_id], filter_string="tags.`mlcycle.stage` = 'tune' and attributes.status = 'RUNNING'")
+        tune = client.search_runs(
+            [exp.experiment_id],
+            filter_string="tags.`mlcycle.stage` = 'tune' and attributes.status = 'RUNNING'",
+        )
         if tune and children(client, exp.experiment_id, tune[0].info.run_id):
             return tune[0]
         return None
@@ -46,7 +55,9 @@ def start_and_wait_for_tune(server, experiment, cli_env, tmp_path):
     return proc, client, tune
 
 
-def test_sigterm_mid_stage_ends_stage_and_root_killed_and_a_rerun_works(shared_server, experiment, cli_env, tmp_path):
+def test_sigterm_mid_stage_ends_stage_and_root_killed_and_a_rerun_works(
+    shared_server, experiment, cli_env, tmp_path
+):
     proc, client, tune = start_and_wait_for_tune(shared_server, experiment, cli_env, tmp_path)
     proc.send_signal(signal.SIGTERM)
     returncode = proc.wait(timeout=120)
@@ -57,12 +68,21 @@ def test_sigterm_mid_stage_ends_stage_and_root_killed_and_a_rerun_works(shared_s
     [root] = roots(client, experiment)
     assert root.info.status == "KILLED"
     assert root.data.tags["mlcycle.error"] == "terminated by SIGTERM"
-    stages = {r.info.run_name: r for r in children(client, root.info.experiment_id, root.info.run_id)}
+    stages = {
+        r.info.run_name: r for r in children(client, root.info.experiment_id, root.info.run_id)
+    }
     assert list(stages) == ["ingest", "preprocess", "features", "tune"]
-    assert [r.info.status for r in stages.values()] == ["FINISHED", "FINISHED", "FINISHED", "KILLED"]
+    assert [r.info.status for r in stages.values()] == [
+        "FINISHED",
+        "FINISHED",
+        "FINISHED",
+        "KILLED",
+    ]
     assert stages["tune"].info.run_id == tune.info.run_id
     trials = children(client, root.info.experiment_id, tune.info.run_id)
-    assert trials and all(t.info.status != "RUNNING" for t in trials)  # the writer drained its queue
+    assert trials and all(
+        t.info.status != "RUNNING" for t in trials
+    )  # the writer drained its queue
     assert [r for r in all_runs(client, experiment) if r.info.status == "RUNNING"] == []
 
     rerun = cli(["train", *tiny_overrides(experiment)], cli_env(shared_server.url))
@@ -74,7 +94,9 @@ def test_sigterm_mid_stage_ends_stage_and_root_killed_and_a_rerun_works(shared_s
     assert all(r.info.status == "FINISHED" for r in again)
 
 
-def test_sigkill_leaves_runs_that_close_stale_ends_failed(shared_server, experiment, cli_env, tmp_path):
+def test_sigkill_leaves_runs_that_close_stale_ends_failed(
+    shared_server, experiment, cli_env, tmp_path
+):
     proc, client, tune = start_and_wait_for_tune(shared_server, experiment, cli_env, tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)

@@ -29,7 +29,10 @@ def nowhere(remote) -> str:
 def test_pipeline_fails_fast_and_creates_nothing(nowhere, tmp_path):
     cfg = compose(TINY)
     started = time.monotonic()
-    with pytest.raises(TrackingUnreachable, match=rf"tracking server {nowhere} is not reachable \(Connection refused\)"):
+    with pytest.raises(
+        TrackingUnreachable,
+        match=rf"tracking server {nowhere} is not reachable \(Connection refused\)",
+    ):
         pipeline.run(cfg)
     assert time.monotonic() - started < FAST
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no artifacts, no data
@@ -58,7 +61,9 @@ def test_database_uri_is_checked_too(remote):
     remote(f"postgresql+psycopg2://bob:hunter2@127.0.0.1:{port}/mlflow")
     with pytest.raises(TrackingUnreachable) as info:
         pipeline.run(compose(TINY))
-    assert str(info.value).startswith(f"tracking store postgresql+psycopg2://bob:***@127.0.0.1:{port}/mlflow is not reachable")
+    assert str(info.value).startswith(
+        f"tracking store postgresql+psycopg2://bob:***@127.0.0.1:{port}/mlflow is not reachable"
+    )
 
 
 def test_a_server_that_accepts_but_never_answers_times_out_in_seconds(remote):
@@ -84,7 +89,10 @@ def test_something_else_on_the_port_is_reported_as_not_mlflow(remote):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = remote(f"http://127.0.0.1:{server.server_address[1]}")
-        with pytest.raises(TrackingUnreachable, match=rf"{url} answered HTTP 404 on /health; is it an MLflow server"):
+        with pytest.raises(
+            TrackingUnreachable,
+            match=rf"{url} answered HTTP 404 on /health; is it an MLflow server",
+        ):
             pipeline.run(compose(TINY))
     finally:
         server.shutdown()

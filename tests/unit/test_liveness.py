@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from dataclasses import replace
 
 import pytest
@@ -25,8 +26,6 @@ def test_a_process_that_exited_is_dead_even_before_it_is_reaped():
         assert liveness.is_alive(owner) is True
         child.kill()
         # not reaped yet: a zombie still has a pid, but it is not running anything
-        import time
-
         for _ in range(100):
             if liveness.is_alive(owner) is False:
                 break

@@ -10,14 +10,32 @@ from mlcycle.masking import MASK, is_secret_name, mask_text, mask_tree, mask_uri
 @pytest.mark.parametrize(
     ("uri", "masked"),
     [
-        ("postgresql+psycopg2://bob:s3cret@db:5432/mlflow", "postgresql+psycopg2://bob:***@db:5432/mlflow"),
-        ("postgresql+psycopg2://bob:p@ss@db/mlflow", "postgresql+psycopg2://bob:***@db/mlflow"),  # '@' in it
+        (
+            "postgresql+psycopg2://bob:s3cret@db:5432/mlflow",
+            "postgresql+psycopg2://bob:***@db:5432/mlflow",
+        ),
+        (
+            "postgresql+psycopg2://bob:p@ss@db/mlflow",
+            "postgresql+psycopg2://bob:***@db/mlflow",
+        ),  # '@' in it
         ("http://alice:pw@127.0.0.1:5000", "http://alice:***@127.0.0.1:5000"),
         ("mysql://u:@host/db", "mysql://u:***@host/db"),
-        ("postgresql://h/db?sslmode=require&password=x", "postgresql://h/db?sslmode=require&password=***"),
-        ("https://a.blob.core.windows.net/c?sv=1&sig=ab%3D&se=2", "https://a.blob.core.windows.net/c?sv=1&sig=***&se=2"),
-        ("s3://b/k?X-Amz-Credential=AKIA&X-Amz-Signature=ff&x=1", "s3://b/k?X-Amz-Credential=***&X-Amz-Signature=***&x=1"),
-        ("https://api.example.com/v1?access_token=abc#frag", "https://api.example.com/v1?access_token=***#frag"),
+        (
+            "postgresql://h/db?sslmode=require&password=x",
+            "postgresql://h/db?sslmode=require&password=***",
+        ),
+        (
+            "https://a.blob.core.windows.net/c?sv=1&sig=ab%3D&se=2",
+            "https://a.blob.core.windows.net/c?sv=1&sig=***&se=2",
+        ),
+        (
+            "s3://b/k?X-Amz-Credential=AKIA&X-Amz-Signature=ff&x=1",
+            "s3://b/k?X-Amz-Credential=***&X-Amz-Signature=***&x=1",
+        ),
+        (
+            "https://api.example.com/v1?access_token=abc#frag",
+            "https://api.example.com/v1?access_token=***#frag",
+        ),
     ],
 )
 def test_mask_uri_hides_passwords_and_secret_query_values(uri, masked):
@@ -81,7 +99,11 @@ def test_mask_values_and_tree_mask_config_values_and_keys():
         "tune.storage_password": "None",
         "tune.n_trials": "3",
     }
-    tree = {"mlflow": {"tracking_uri": "postgresql://u:hunter2@h/db", "tags": {"token": "t"}}, "stages": ["ingest"], "seed": 42}
+    tree = {
+        "mlflow": {"tracking_uri": "postgresql://u:hunter2@h/db", "tags": {"token": "t"}},
+        "stages": ["ingest"],
+        "seed": 42,
+    }
     assert mask_tree(tree) == {
         "mlflow": {"tracking_uri": f"postgresql://u:{MASK}@h/db", "tags": {"token": MASK}},
         "stages": ["ingest"],

@@ -17,16 +17,36 @@ from mlcycle.masking import mask_text
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mlcycle runs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="mlcycle runs",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="action", required=True)
-    close = sub.add_parser("close-stale", help="end RUNNING runs whose process is gone", description=__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    close.add_argument("--experiment", action="append", default=[], metavar="NAME",
-                       help="only this experiment (repeatable); default: every active experiment")
-    close.add_argument("--older-than", type=float, default=None, metavar="HOURS",
-                       help="also close runs whose liveness cannot be checked (another host, no owner "
-                            "tags) when they started more than HOURS ago")
-    close.add_argument("--dry-run", action="store_true", help="show what would be done, change nothing")
+    close = sub.add_parser(
+        "close-stale",
+        help="end RUNNING runs whose process is gone",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    close.add_argument(
+        "--experiment",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this experiment (repeatable); default: every active experiment",
+    )
+    close.add_argument(
+        "--older-than",
+        type=float,
+        default=None,
+        metavar="HOURS",
+        help="also close runs whose liveness cannot be checked (another host, no owner "
+        "tags) when they started more than HOURS ago",
+    )
+    close.add_argument(
+        "--dry-run", action="store_true", help="show what would be done, change nothing"
+    )
     close.add_argument("overrides", nargs="*", help="config overrides, e.g. mlflow=server")
     args = parser.parse_args(argv)
     try:
@@ -56,11 +76,22 @@ def close_stale(args: argparse.Namespace) -> int:
                 raise MlcycleError(f"experiment {name!r} not found in {uri}")
             ids.append(experiment.experiment_id)
     else:
-        ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=50000)]
-    verdicts = stale.judge(client, stale.running_runs(client, ids), older_than_s=None if args.older_than is None else args.older_than * 3600)
+        ids = [
+            e.experiment_id
+            for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=50000)
+        ]
+    verdicts = stale.judge(
+        client,
+        stale.running_runs(client, ids),
+        older_than_s=None if args.older_than is None else args.older_than * 3600,
+    )
     if not args.dry_run:
         stale.apply(client, verdicts)
-    done = {stale.CLOSE: "would close" if args.dry_run else "closed", stale.DELETE: "would delete" if args.dry_run else "deleted", stale.KEEP: "kept"}
+    done = {
+        stale.CLOSE: "would close" if args.dry_run else "closed",
+        stale.DELETE: "would delete" if args.dry_run else "deleted",
+        stale.KEEP: "kept",
+    }
     for v in verdicts:
         print(f"{done[v.action]:<12} {v.run_id}  {v.run_name or '-':<20} {v.reason}")
     counts = {a: sum(v.action == a for v in verdicts) for a in done}
