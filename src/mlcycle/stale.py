@@ -81,14 +81,16 @@ def judge(
     verdicts = []
     for run in runs:
         info = run.info
-        token = run.data.tags.get(TOKEN_TAG)
-        twin = _twin(client, info.experiment_id, token, info.run_id) if token else None
         owner = owner_of(run)
         alive = liveness.is_alive(owner) if owner is not None else None
         old_enough = (
             older_than_s is not None
             and (now_ms - (info.start_time or now_ms)) >= older_than_s * 1000
         )
+        token = run.data.tags.get(TOKEN_TAG)
+        twin = None  # only runs that may be ended are searched for a twin
+        if token and (alive is False or old_enough):
+            twin = _twin(client, info.experiment_id, token, info.run_id)
         if alive is True:
             action, reason = KEEP, f"{owner.describe()} is running"
         elif twin and (alive is False or old_enough):
@@ -107,17 +109,28 @@ def judge(
     return verdicts
 
 
-def apply(client: MlflowClient, verdicts: list[Verdict]) -> None:
-    """Carry out the verdicts: end FAILED with the reason as a tag, or delete ghosts."""
+def apply(client: MlflowClient, verdicts: list[Verdict]) -> dict[str, str]:
+    """Carry out the verdicts: end FAILED with the reason as a tag, or delete ghosts.
+
+    Returns run id -> error for the runs that could not be changed (e.g. 403 under auth:
+    only users with EDIT on the experiment may end its runs); the others are still done.
+    """
+    from mlflow.exceptions import MlflowException
+
+    failed: dict[str, str] = {}
     for v in verdicts:
-        if v.action == CLOSE:
-            message = f"stale: {v.reason}; closed by `mlcycle runs close-stale`"
-            client.log_batch(
-                v.run_id, tags=[RunTag(ERROR_TAG, message), RunTag(CLOSED_TAG, "true")]
-            )
-            client.set_terminated(v.run_id, status=RunStatus.to_string(RunStatus.FAILED))
-        elif v.action == DELETE:
-            end_ghost(client, v.run_id, v.reason)
+        try:
+            if v.action == CLOSE:
+                message = f"stale: {v.reason}; closed by `mlcycle runs close-stale`"
+                client.log_batch(
+                    v.run_id, tags=[RunTag(ERROR_TAG, message), RunTag(CLOSED_TAG, "true")]
+                )
+                client.set_terminated(v.run_id, status=RunStatus.to_string(RunStatus.FAILED))
+            elif v.action == DELETE:
+                end_ghost(client, v.run_id, v.reason)
+        except MlflowException as exc:
+            failed[v.run_id] = exc.message.splitlines()[0] if exc.message else str(exc)
+    return failed
 
 
 def _get(client: MlflowClient, run_id: str) -> Run | None:

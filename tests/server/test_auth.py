@@ -183,3 +183,32 @@ def test_read_user_pipeline_fails_with_permission_denied_and_leaves_nothing_runn
         pipeline.run(compose(tiny_overrides(EXPERIMENT)))
     alice = as_user(monkeypatch, remote, auth_server, auth_server.users["alice"])
     assert len(roots(alice, EXPERIMENT)) == 1
+
+
+def test_close_stale_needs_edit_permission_and_says_which_runs_it_could_not_close(
+    auth_server, alice_pipeline, monkeypatch, remote, capsys
+):
+    import subprocess
+    import sys
+    from dataclasses import replace
+
+    from mlcycle import liveness
+    from mlcycle.commands.runs import main as runs_main
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a process that existed and is gone
+    dead = replace(liveness.current(), pid=child.pid, start="")
+    alice = as_user(monkeypatch, remote, auth_server, auth_server.users["alice"])
+    experiment_id = alice.get_experiment_by_name(EXPERIMENT).experiment_id
+    orphan = alice.create_run(experiment_id, run_name="orphan", tags=dead.tags()).info.run_id
+
+    as_user(monkeypatch, remote, auth_server, auth_server.users["bob"])
+    assert runs_main(["close-stale", "--experiment", EXPERIMENT]) == 1
+    out = capsys.readouterr().out
+    assert f"FAILED to close {orphan}" in out and "1 could not be changed" in out
+    alice = as_user(monkeypatch, remote, auth_server, auth_server.users["alice"])
+    assert alice.get_run(orphan).info.status == "RUNNING"
+
+    assert runs_main(["close-stale", "--experiment", EXPERIMENT]) == 0
+    assert "1 closed" in capsys.readouterr().out
+    assert alice.get_run(orphan).info.status == "FAILED"

@@ -85,21 +85,26 @@ def close_stale(args: argparse.Namespace) -> int:
         stale.running_runs(client, ids),
         older_than_s=None if args.older_than is None else args.older_than * 3600,
     )
-    if not args.dry_run:
-        stale.apply(client, verdicts)
+    failed = {} if args.dry_run else stale.apply(client, verdicts)
     done = {
         stale.CLOSE: "would close" if args.dry_run else "closed",
         stale.DELETE: "would delete" if args.dry_run else "deleted",
         stale.KEEP: "kept",
     }
     for v in verdicts:
-        print(f"{done[v.action]:<12} {v.run_id}  {v.run_name or '-':<20} {v.reason}")
-    counts = {a: sum(v.action == a for v in verdicts) for a in done}
+        if v.run_id in failed:
+            print(
+                f"{'FAILED to ' + v.action:<12} {v.run_id}  {v.run_name or '-':<20} {failed[v.run_id]}"
+            )
+        else:
+            print(f"{done[v.action]:<12} {v.run_id}  {v.run_name or '-':<20} {v.reason}")
+    counts = {a: sum(v.action == a and v.run_id not in failed for v in verdicts) for a in done}
     print(
         f"{len(verdicts)} RUNNING run(s) in {len(ids)} experiment(s) of {mask_text(uri)}: "
-        f"{counts[stale.CLOSE]} {done[stale.CLOSE]}, {counts[stale.DELETE]} {done[stale.DELETE]}, {counts[stale.KEEP]} kept"
+        f"{counts[stale.CLOSE]} {done[stale.CLOSE]}, {counts[stale.DELETE]} {done[stale.DELETE]}, "
+        f"{counts[stale.KEEP]} kept" + (f", {len(failed)} could not be changed" if failed else "")
     )
-    return 0
+    return 1 if failed else 0
 
 
 def _tracking_store(overrides: list[str]) -> tuple[str, float]:
