@@ -16,6 +16,7 @@ commands:
   train [overrides...]     run the pipeline (Hydra overrides; -m for a multirun sweep)
   generate-data            write the default e-commerce dataset to a CSV file
   report <run id>          write a pipeline run's report card again (--out FILE for a local copy)
+  runs close-stale         end runs left RUNNING by a killed process (FAILED, with the reason)
 
 Run 'mlcycle <command> --help' for a command's options; 'mlcycle train --help' shows the
 configuration groups. Examples:
@@ -29,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "train": "mlcycle.commands.train:main",
     "generate-data": "mlcycle.commands.generate_data:main",
     "report": "mlcycle.commands.report:main",
+    "runs": "mlcycle.commands.runs:main",
 }
 
 

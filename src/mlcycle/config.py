@@ -138,12 +138,15 @@ class ReportConfig:
 
 @dataclass
 class MlflowConfig:
-    # MLFLOW_TRACKING_URI, when set, wins over this value (see tracking.resolve_tracking_uri).
+    # MLFLOW_TRACKING_URI, when set, wins over this value (see remote.resolve_tracking_uri).
     tracking_uri: str = "sqlite:///${paths.root}/mlflow.db"
     artifact_location: str = "${paths.root}/mlartifacts"
     experiment_name: str = "mlcycle"
     run_name: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # Seconds the start-up check waits for a remote tracking server or database (no retries),
+    # so an unreachable store fails the run at once instead of after MLflow's minutes of retries.
+    connect_timeout: float = 5.0
 
 
 @dataclass

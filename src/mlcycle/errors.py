@@ -24,3 +24,9 @@ class PipelineTerminated(BaseException):
     A BaseException so that stage code catching ``Exception`` does not swallow it; the run
     contexts end the open runs KILLED on their way out.
     """
+
+
+class TrackingUnreachable(MlcycleError):
+    """The tracking store (server or database) cannot be reached or refuses the credentials."""
+
+    exit_code = 3

@@ -20,6 +20,8 @@ import mlcycle
 from mlcycle import report, tracking
 from mlcycle.config import Config, as_dict, flatten
 from mlcycle.errors import PipelineTerminated
+from mlcycle.masking import mask_text, mask_tree, mask_values
+from mlcycle.remote import check_tracking_store
 from mlcycle.state import State
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ def run(cfg: Config) -> PipelineResult:
 
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    check_tracking_store(uri, cfg.mlflow.connect_timeout)  # fail in seconds, before any work
     experiment_id = tracking.prepare_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location)
     resolved = as_dict(cfg)
     lineage = {
@@ -47,15 +50,15 @@ def run(cfg: Config) -> PipelineResult:
         "config_fingerprint": tracking.fingerprint(resolved),
     }
     run_name = cfg.mlflow.run_name or f"{cfg.data.name}-{cfg.model.name}"
-    root_tags = {f"mlcycle.{k}": v for k, v in lineage.items()} | {"mlcycle.data_name": cfg.data.name} | dict(cfg.mlflow.tags)
+    root_tags = {f"mlcycle.{k}": v for k, v in lineage.items()} | {"mlcycle.data_name": cfg.data.name} | mask_values(dict(cfg.mlflow.tags))
 
     # report.at_end comes first so it runs after the root run has ended (status, error tag)
     with report.at_end(cfg.report.enabled) as report_hook, _sigterm_raises(), \
             tracking.root_run(experiment_id, run_name, root_tags) as root:
         report_hook.root_run_id = root.run_id  # report.html is logged on it, also on failure
-        log.info("root run %s in experiment %s (%s)", root.run_id, experiment_id, uri)
-        root.log.log_params(flatten(cfg))
-        tracking.log_artifact_dict(resolved, "config.yaml")
+        log.info("root run %s in experiment %s (%s)", root.run_id, experiment_id, mask_text(uri))
+        root.log.log_params(mask_values(flatten(cfg)))  # no password in a URI reaches the store
+        tracking.log_artifact_dict(mask_tree(resolved), "config.yaml")
         root.log.flush()  # the config is visible in the UI while the stages run
         state = State(lineage={**lineage, "root_run_id": root.run_id})
         for name in cfg.stages:
@@ -66,7 +69,7 @@ def run(cfg: Config) -> PipelineResult:
                     state = STAGE_FUNCTIONS[name](state, cfg, stage)
                     seconds = time.perf_counter() - started
                     stage.log.metric(duration_seconds=seconds)
-            except Exception as exc:
+            except BaseException as exc:  # PipelineTerminated too: the CLI names the stage
                 exc.add_note(f"stage {name}")
                 raise
             root.log.metric(**{f"duration_{name}_seconds": seconds})

@@ -7,7 +7,10 @@
 * ``TrialWriter``: a background thread that writes trial runs off the trial's critical path;
 * lineage tags (git commit, package version, config fingerprint).
 
-Runs always end: FINISHED, FAILED (error message as a tag) or KILLED (SIGTERM).
+Runs always end: FINISHED, FAILED (error message as a tag) or KILLED (SIGTERM). Root and
+stage runs carry their owner process as tags (``liveness``) so that runs left RUNNING by a
+killed process can be found and closed (``stale``); every run carries a create token so that
+duplicates from a retried ``runs/create`` are removed (``idempotent``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
+from mlcycle import liveness
 from mlcycle.errors import PipelineTerminated
+from mlcycle.idempotent import TOKEN_TAG, create_run_once, is_remote, new_token, remove_ghosts
+from mlcycle.remote import resolve_tracking_uri  # noqa: F401 - part of this module's API
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +50,6 @@ MAX_PARAM_LENGTH = 6000
 
 
 # --------------------------------------------------------------------------- location
-def resolve_tracking_uri(configured: str) -> str:
-    """``MLFLOW_TRACKING_URI`` wins when set; otherwise the configured URI."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or configured
-
-
 def is_local_store(uri: str) -> bool:
     return not uri.startswith(("http://", "https://", "databricks"))
 
@@ -141,10 +142,24 @@ class ActiveRun:
 
 @contextlib.contextmanager
 def root_run(experiment_id: str, run_name: str | None, tags: dict[str, str]) -> Iterator[ActiveRun]:
-    """The pipeline's ROOT run; under ``mlflow run`` the run that ``mlflow run`` created."""
+    """The pipeline's ROOT run; under ``mlflow run`` the run that ``mlflow run`` created.
+
+    Tagged at creation with its owner process (``liveness``), so ``mlcycle runs close-stale``
+    can tell a run whose process died from one still working.
+    """
+    from mlflow.tracking.context.registry import resolve_tags
+
     attached = "MLFLOW_RUN_ID" in os.environ
-    run = mlflow.start_run(experiment_id=None if attached else experiment_id, run_name=run_name)
     client = MlflowClient()
+    owner = liveness.current().tags()
+    if attached:
+        run = mlflow.start_run(run_name=run_name)
+        client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in owner.items()])
+    else:
+        created = create_run_once(
+            client, experiment_id, run_name=run_name, tags=resolve_tags({**owner, KIND_TAG: "pipeline"})
+        )
+        run = mlflow.start_run(run_id=created.info.run_id)
     active = ActiveRun(run.info.run_id, run.info.experiment_id, RunLog(client, run.info.run_id))
     active.log.set_tags({KIND_TAG: "pipeline", **tags})
     if attached and run_name:
@@ -157,8 +172,11 @@ def root_run(experiment_id: str, run_name: str | None, tags: dict[str, str]) -> 
 def stage_run(root: ActiveRun, name: str) -> Iterator[ActiveRun]:
     """A CHILD run of ``root`` for one stage, active (fluent API) while the stage runs."""
     client = root.log.client
-    created = client.create_run(
-        root.experiment_id, run_name=name, tags={PARENT_TAG: root.run_id, STAGE_TAG: name, KIND_TAG: "stage"}
+    created = create_run_once(
+        client,
+        root.experiment_id,
+        run_name=name,
+        tags={PARENT_TAG: root.run_id, STAGE_TAG: name, KIND_TAG: "stage", **liveness.current().tags()},
     )
     run_id = created.info.run_id
     mlflow.start_run(run_id=run_id, nested=True)
@@ -219,6 +237,7 @@ class TrialWriter:
         self._queue: queue.Queue[TrialRecord | None] = queue.Queue()
         self._errors: list[str] = []
         self.written: list[str] = []
+        self._tokens: dict[str, str] = {}  # create token -> run id, to remove ghost trials
         self._thread = threading.Thread(target=self._work, name="mlcycle-trial-writer", daemon=True)
         self._thread.start()
 
@@ -228,6 +247,11 @@ class TrialWriter:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
+        if is_remote(self._client):  # one search for all trials: drop runs duplicated by retries
+            try:
+                remove_ghosts(self._client, self._experiment_id, self._tokens, parent_run_id=self._parent)
+            except Exception as exc:  # a ghost left now is removed by `mlcycle runs close-stale`
+                log.warning("could not check trial runs for duplicates: %s", exc)
         if self._errors:
             raise RuntimeError(f"{len(self._errors)} trial run(s) could not be logged: {self._errors[0]}")
 
@@ -239,9 +263,11 @@ class TrialWriter:
                 self._errors.append(f"{record.name}: {exc}")
 
     def _write(self, record: TrialRecord) -> None:
-        tags = {PARENT_TAG: self._parent, KIND_TAG: "trial", **record.tags}
+        token = new_token()
+        tags = {PARENT_TAG: self._parent, KIND_TAG: "trial", TOKEN_TAG: token, **record.tags}
         run = self._client.create_run(self._experiment_id, start_time=record.start_ms, tags=tags, run_name=record.name)
         run_id = run.info.run_id
+        self._tokens[token] = run_id
         self._client.log_batch(
             run_id,
             params=[Param(k, _param(v)) for k, v in record.params.items()],

@@ -19,11 +19,11 @@ import matplotlib.image as mpimg
 import mlflow
 import pytest
 from mlflow import MlflowClient
-from tests.conftest import TINY, compose
 
 from mlcycle import cli, pipeline
 from mlcycle.report import REPORT_ARTIFACT, REPORT_ERROR_TAG, render
 from mlcycle.report.render import external_references
+from tests.conftest import TINY, compose
 
 ALL_SECTIONS = ["data", "preprocessing", "features", "tuning", "training", "evaluation", "registry", "lineage", "timings"]
 

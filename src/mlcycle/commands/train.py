@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
 
 from mlcycle.cli import expand_overrides
-from mlcycle.errors import MlcycleError
+from mlcycle.errors import MlcycleError, PipelineTerminated
+from mlcycle.masking import mask_text
 
 log = logging.getLogger("mlcycle")
 
@@ -21,9 +23,13 @@ def main(argv: list[str]) -> int:
     try:
         register_configs()
         conf = config_dir()
-        precheck(args)
+        cfg = precheck(args)
+        if cfg is not None:  # an unreachable tracking store fails here, before MLflow is imported
+            from mlcycle.remote import check_tracking_store, resolve_tracking_uri
+
+            check_tracking_store(resolve_tracking_uri(cfg.mlflow.tracking_uri), cfg.mlflow.connect_timeout)
     except MlcycleError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {mask_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
 
     import hydra
@@ -34,11 +40,11 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def precheck(args: list[str]) -> None:
+def precheck(args: list[str]):
     """Compose and validate the config of a single run, so a bad override or value is one
-    clear line and no run is created. Sweeps are checked by Hydra per job."""
+    clear line and no run is created; return it (None for sweeps: Hydra checks each job)."""
     if any(a.startswith("-") for a in args):
-        return  # -m, --cfg, --help, ...: Hydra's own handling
+        return None  # -m, --cfg, --help, ...: Hydra's own handling
     from hydra import compose, initialize_config_dir
 
     from mlcycle.config import ConfigError, Source, config_dir, to_typed
@@ -61,6 +67,7 @@ def precheck(args: list[str]) -> None:
         path = resolve_path(typed.data.path or "")
         if not path.is_file():
             raise DataError(f"data file not found: {path}")
+    return typed
 
 
 def _one_line(exc: BaseException) -> str:
@@ -93,13 +100,16 @@ def _task(cfg) -> None:
         typed = to_typed(cfg)
         result = pipeline.run(typed)
     except MlcycleError as exc:
-        print(f"error: {_where(exc)}{exc}", file=sys.stderr)
+        print(f"error: {_where(exc)}{mask_text(str(exc))}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except PipelineTerminated as exc:
+        print(f"error: {_where(exc)}{exc}; the open runs were ended KILLED", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     except Exception as exc:
         if os.environ.get("MLCYCLE_DEBUG"):
             traceback.print_exc()
         hint = "" if os.environ.get("MLCYCLE_DEBUG") else " (MLCYCLE_DEBUG=1 shows the traceback)"
-        print(f"error: {_where(exc)}{type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+        print(f"error: {_where(exc)}{type(exc).__name__}: {mask_text(str(exc))}{hint}", file=sys.stderr)
         sys.exit(1)
     _summary(result, time.perf_counter() - started)
 
@@ -113,7 +123,7 @@ def _summary(result, seconds: float) -> None:
     state = result.state
     metrics = {f"cv_{state.metric}": state.cv_score} if state.cv_score is not None else {}
     metrics |= {f"test_{k}": v for k, v in state.test_metrics.items()}
-    lines = [f"mlcycle: run {result.run_id} finished in {seconds:.1f} s ({result.tracking_uri})"]
+    lines = [f"mlcycle: run {result.run_id} finished in {seconds:.1f} s ({mask_text(result.tracking_uri)})"]
     if metrics:
         lines.append("  " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     if state.registered_version:
