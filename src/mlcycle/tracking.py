@@ -286,6 +286,16 @@ def runs_of(client: MlflowClient, experiment_id: str, parent_run_id: str) -> lis
     return sorted(runs, key=lambda r: r.info.start_time)
 
 
+def stage_run_id(client: MlflowClient, experiment_id: str, root_run_id: str, stage: str) -> str | None:
+    """The id of a pipeline's stage run (``None`` if that stage did not run)."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{root_run_id}' and tags.`{STAGE_TAG}` = '{stage}'",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
 # --------------------------------------------------------------------------- artifacts
 def log_artifact_dict(obj: dict, path: str) -> None:
     """A JSON/YAML artifact on the active run."""
