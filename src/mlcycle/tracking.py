@@ -337,3 +337,21 @@ def log_splits(splits, source: str, target: str, data_name: str) -> None:
         for name, part in splits.items()
     ]
     mlflow.log_inputs(datasets=datasets, contexts=[contexts[n] for n, _ in splits.items()], tags_list=[None] * len(datasets))
+
+
+def log_input_file(frame, path: Path, context: str) -> None:
+    """Log a file the active run read (e.g. a batch to score) as a dataset input."""
+    import warnings
+
+    import mlflow.data
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    from mlcycle.data import digest
+
+    with warnings.catch_warnings():
+        # integer columns in a file to score: MLflow's schema hint is about model signatures
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        dataset = mlflow.data.from_pandas(
+            frame, source=LocalArtifactDatasetSource(str(path)), name=path.name, digest=digest(frame)
+        )
+        mlflow.log_input(dataset, context=context)
