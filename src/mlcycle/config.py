@@ -141,8 +141,10 @@ class GateConfig:
     primary_metric: str = "${evaluate.primary_metric}"  # auto: roc_auc / rmse
     min_absolute_change: float = 0.0
     min_relative_change: float = 0.0
-    thresholds: dict[str, float] = field(default_factory=dict)  # metric -> bound
-    guard_metrics: dict[str, float] = field(default_factory=dict)  # metric -> tolerance
+    # metric -> bound / tolerance; null switches an entry off (Hydra merges dicts, so
+    # `registry.gate.guard_metrics.log_loss=null` is how to drop a default guard)
+    thresholds: dict[str, float | None] = field(default_factory=dict)
+    guard_metrics: dict[str, float | None] = field(default_factory=dict)
     on_champion_error: ChampionError = ChampionError.fail
 
 
@@ -294,7 +296,7 @@ def _validate_gate(gate: GateConfig) -> None:
             raise ConfigError(f"{where}: unknown metric(s) {unknown}; known: {sorted(known)}")
     if gate.min_absolute_change < 0 or gate.min_relative_change < 0:
         raise ConfigError("registry.gate.min_absolute_change and min_relative_change must be >= 0")
-    negative = {m: t for m, t in gate.guard_metrics.items() if t < 0}
+    negative = {m: t for m, t in gate.guard_metrics.items() if t is not None and t < 0}
     if negative:
         raise ConfigError(f"registry.gate.guard_metrics: tolerances must be >= 0, got {negative}")
 

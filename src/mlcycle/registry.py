@@ -320,8 +320,8 @@ def gate_policy(cfg: GateConfig, task: Task, primary: str | None = None) -> gate
         primary_metric=primary or primary_metric(cfg.primary_metric, task),
         min_absolute_change=cfg.min_absolute_change,
         min_relative_change=cfg.min_relative_change,
-        thresholds=dict(cfg.thresholds),
-        guards=dict(cfg.guard_metrics),
+        thresholds={m: v for m, v in cfg.thresholds.items() if v is not None},
+        guards={m: v for m, v in cfg.guard_metrics.items() if v is not None},
     )
 
 
