@@ -30,7 +30,7 @@ def fit_variant(result, C: float):
     return model.fit(X, state.train[state.schema.target])
 
 
-def test_metrics(result, model) -> dict[str, float]:
+def metrics_on_test(result, model) -> dict[str, float]:
     state = result.state
     test = state.splits.test
     y_pred, proba = predict_all(model, test[list(state.schema.features)], state.schema.task)
@@ -49,6 +49,23 @@ def register_variant(result, model, name: str = NAME) -> str:
         "task": state.schema.task.value,
         registry.TAG_PRIMARY_METRIC: "roc_auc",
         registry.TAG_TEST_DATA: base_tags[registry.TAG_TEST_DATA],
-        **{f"test_{k}": f"{v:.6g}" for k, v in test_metrics(result, model).items()},
+        **{f"test_{k}": f"{v:.6g}" for k, v in metrics_on_test(result, model).items()},
     }
     return registry.register(info.model_uri, name, tags)
+
+
+# a weak pipeline model: one depth-1 tree on a random feature
+WEAK = ("model=random_forest", "tune.n_trials=1", "model.classifier.params.n_estimators=1",
+        "model.classifier.search_space.max_depth.high=1", "model.classifier.search_space.max_depth.low=1",
+        "model.classifier.search_space.max_features.low=0.05", "model.classifier.search_space.max_features.high=0.05",
+        "evaluate.plots=false")
+NO_GUARDS = ("registry.gate.guard_metrics.log_loss=null", "registry.gate.guard_metrics.brier=null")
+
+
+def fit_flipped(result):
+    """A model trained on inverted labels: ranks backwards, ROC AUC well below 0.5."""
+    state = result.state
+    X = state.train[list(state.schema.features)]
+    y = state.train[state.schema.target]
+    flipped = y.map({state.schema.classes[0]: state.schema.classes[1], state.schema.classes[1]: state.schema.classes[0]})
+    return full_pipeline(state.preprocessor, LogisticRegression(max_iter=300)).fit(X, flipped)

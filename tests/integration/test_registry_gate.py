@@ -11,16 +11,7 @@ from mlflow import MlflowClient
 
 from mlcycle import pipeline, registry
 from mlcycle.evaluation import compute_metrics, predict_all
-from tests.integration.registry_helpers import NAME
-
-
-# a weak first champion: one depth-1 tree on a random feature
-WEAK = ("model=random_forest", "tune.n_trials=1", "model.classifier.params.n_estimators=1",
-        "model.classifier.search_space.max_depth.high=1", "model.classifier.search_space.max_depth.low=1",
-        "model.classifier.search_space.max_features.low=0.05", "model.classifier.search_space.max_features.high=0.05")
-
-
-NO_GUARDS = ("registry.gate.guard_metrics.log_loss=null", "registry.gate.guard_metrics.brier=null")
+from tests.integration.registry_helpers import NAME, NO_GUARDS, WEAK
 
 
 def champion_version(client):
@@ -32,7 +23,7 @@ def report(client, version):
 
 
 def test_champion_is_rescored_on_the_candidates_test_set_and_a_better_model_is_promoted(tiny_cfg):
-    first = pipeline.run(tiny_cfg(*WEAK, "evaluate.plots=false"))
+    first = pipeline.run(tiny_cfg(*WEAK))
     assert first.state.promoted and first.state.aliases == ("challenger", "champion")
     # different data seed: a different test split, on which the champion must be re-scored
     second = pipeline.run(tiny_cfg("data.seed=11", "evaluate.plots=false", *NO_GUARDS))
