@@ -54,7 +54,7 @@ def test_batch_scoring_round_trip_equals_in_process_predictions(trained, tmp_pat
     assert run.data.metrics["rows_in"] == len(frame)
     assert run.data.metrics["rows_scored"] == len(frame)
     assert run.data.metrics["rows_rejected"] == 0
-    assert run.data.params["model_uri"] == f"models:/{NAME}@champion"
+    assert run.data.params["scoring.model_uri"] == f"models:/{NAME}@champion"
     assert run.data.tags["mlcycle.model_version"] == "1"
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == "batch.csv"

@@ -48,8 +48,10 @@ def _predict(args) -> int:
     tags = {tracking.KIND_TAG: "predict", "mlcycle.model_uri": model_uri}
     started = time.perf_counter()
     with tracking.root_run(experiment_id, f"predict-{source.stem}", tags) as run:
-        run.log.log_params({"model_uri": model_uri, "input": str(source), "output": str(output),
-                            "on_bad_rows": args.on_bad_rows})
+        # "scoring." prefix: under `mlflow run` the entry point's own parameters (model_uri,
+        # input, ...) are already logged on this run with their raw values
+        run.log.log_params({"scoring.model_uri": model_uri, "scoring.input": str(source),
+                            "scoring.output": str(output), "scoring.on_bad_rows": args.on_bad_rows})
         summary = score_file(run, model_uri, source, output, args.on_bad_rows)
         run.log.metric(duration_seconds=time.perf_counter() - started)
     print(summary)
