@@ -74,8 +74,8 @@ def check_serialized(client, auc_by_version):
     assert current == champion
 
 
-@pytest.mark.slow
-def test_concurrent_promotions_in_separate_processes_leave_the_best_model_champion(tiny_cfg, store, tmp_path):
+def race(tiny_cfg, store_uri, root):
+    """Register variants, then promote them all at once from separate processes."""
     result = base_run(tiny_cfg, *WEAK)
     auc = {"1": result.state.test_metrics["roc_auc"]}
     versions = []
@@ -84,13 +84,58 @@ def test_concurrent_promotions_in_separate_processes_leave_the_best_model_champi
         version = register_variant(result, model)
         auc[version] = metrics_on_test(result, model)["roc_auc"]
         versions.append(version)
-    promote_concurrently(store, tmp_path, versions)
+    promote_concurrently(store_uri, root, versions)
     check_serialized(MlflowClient(), auc)
+
+
+@pytest.mark.slow
+def test_concurrent_promotions_in_separate_processes_leave_the_best_model_champion(tiny_cfg, store, tmp_path):
+    race(tiny_cfg, store, tmp_path)
     assert os.path.exists(str(store.removeprefix("sqlite:///")) + f".registry-{NAME}.lock")
 
 
+@pytest.fixture
+def pg_store(store, tmp_path, monkeypatch):
+    """A fresh PostgreSQL database as the tracking store (dropped afterwards)."""
+    import secrets
+
+    import mlflow
+    from sqlalchemy import create_engine, make_url, text
+
+    base = make_url(os.environ["MLCYCLE_TEST_POSTGRES_URI"])
+    name = f"mlcycle_test_{secrets.token_hex(4)}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    uri = base.set(database=name).render_as_string(hide_password=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield uri
+    finally:
+        mlflow.set_tracking_uri(None)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+POSTGRES = pytest.mark.skipif(not os.environ.get("MLCYCLE_TEST_POSTGRES_URI"), reason="MLCYCLE_TEST_POSTGRES_URI not set")
+
+
+@pytest.mark.slow
 @pytest.mark.postgres
-@pytest.mark.skipif(not os.environ.get("MLCYCLE_TEST_POSTGRES_URI"), reason="MLCYCLE_TEST_POSTGRES_URI not set")
+@POSTGRES
+def test_concurrent_promotions_on_a_postgres_store_use_the_advisory_lock(tiny_cfg, pg_store, tmp_path):
+    from mlcycle.config import LockConfig
+    from mlcycle.locks import resolve
+
+    assert resolve(pg_store, LockConfig(), NAME)[0].value == "postgres"
+    race(tiny_cfg, pg_store, tmp_path)
+    assert not list(tmp_path.rglob("*.lock"))  # no file lock was involved
+
+
+@pytest.mark.postgres
+@POSTGRES
 def test_advisory_lock_excludes_a_second_holder_and_frees_on_exit():
     import threading
 
