@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -123,12 +123,12 @@ class EvaluateConfig:
     plots: bool = True
 
 
-class ChampionError(str, Enum):
+class ChampionError(StrEnum):
     fail = "fail"  # the gate fails with the reason; the champion stays
     promote = "promote"  # treat it as if there were no champion (thresholds still apply)
 
 
-class LockBackend(str, Enum):
+class LockBackend(StrEnum):
     auto = "auto"  # sqlite -> file lock beside the store; postgresql -> advisory lock; else file
     file = "file"
     postgres = "postgres"

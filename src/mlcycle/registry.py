@@ -98,7 +98,8 @@ def signature_for(schema: Schema, outputs) -> mlflow.models.ModelSignature:
     request without it (the model needs every column; missing *values* are imputed).
     """
     from mlflow.models import infer_signature
-    from mlflow.types import ColSpec, Schema as MlflowSchema
+    from mlflow.types import ColSpec
+    from mlflow.types import Schema as MlflowSchema
 
     inputs = MlflowSchema(
         [ColSpec(_MLFLOW_TYPES[schema.kind_of(c)], c, required=True) for c in schema.features]

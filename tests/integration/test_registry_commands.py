@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import pytest
 from mlflow import MlflowClient
+from tests.integration.registry_helpers import (
+    NAME,
+    WEAK,
+    base_run,
+    fit_flipped,
+    fit_variant,
+    metrics_on_test,
+    register_variant,
+)
 
 from mlcycle import registry
 from mlcycle.cli import main
-from tests.integration.registry_helpers import NAME, WEAK, base_run, fit_flipped, fit_variant, register_variant, metrics_on_test
 
 
 @pytest.fixture

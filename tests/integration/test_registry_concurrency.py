@@ -11,10 +11,18 @@ import time
 
 import pytest
 from mlflow import MlflowClient
+from tests.conftest import subprocess_env
+from tests.integration.registry_helpers import (
+    NAME,
+    NO_GUARDS,
+    WEAK,
+    base_run,
+    fit_variant,
+    metrics_on_test,
+    register_variant,
+)
 
 from mlcycle import registry
-from tests.conftest import subprocess_env
-from tests.integration.registry_helpers import NAME, NO_GUARDS, WEAK, base_run, fit_variant, metrics_on_test, register_variant
 
 C_VALUES = (0.001, 0.03, 1.0)
 

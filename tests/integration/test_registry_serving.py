@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from mlcycle import pipeline
 from tests.conftest import subprocess_env
 from tests.integration.registry_helpers import NAME
+
+from mlcycle import pipeline
 
 
 def free_port() -> int:
@@ -51,12 +51,12 @@ def as_request(frame) -> str:
 def server(tiny_cfg, store, tmp_path):
     result = pipeline.run(tiny_cfg("evaluate.plots=false"))
     port = free_port()
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        env=subprocess_env(store, tmp_path), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    with open(tmp_path / "serve.log", "w") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion",
+             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+            env=subprocess_env(store, tmp_path), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -78,10 +78,8 @@ def server(tiny_cfg, store, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        log.close()
 
 
-@pytest.mark.slow
 def test_serving_round_trip_and_bad_requests(server):
     base, result = server
     state = result.state
