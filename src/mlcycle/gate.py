@@ -73,8 +73,8 @@ class Decision:
         if self.passed:
             main = next((c for c in self.checks if c.kind == "improvement"), None)
             if main is None:
-                first = "no champion to compare with" if self.champion_version is None else "compared"
-                return f"gate passed ({first}; thresholds met)"
+                met = "thresholds met" if any(c.kind == "threshold" for c in self.checks) else "no thresholds set"
+                return f"gate passed (no champion compared; {met})"
             return f"gate passed: {main.message}"
         return "gate failed: " + "; ".join(self.reasons)
 

@@ -19,7 +19,6 @@ import os
 import secrets
 import threading
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -342,7 +341,6 @@ class Candidate:
 def promote(
     client: MlflowClient, name: str, candidate: Candidate, gate_cfg: GateConfig, lock_cfg: LockConfig, *,
     champion_alias: str, force: bool = False, reason: str | None = None,
-    on_locked: Callable[[], None] | None = None,
 ) -> Promotion:
     """The compare-and-set: under the lock, gate ``candidate`` against the current champion
     (re-scored on the candidate's test set) and move ``champion`` when it passes (or ``force``)."""
@@ -351,18 +349,16 @@ def promote(
 
     policy = gate_policy(gate_cfg, candidate.task, candidate.primary_metric)
     with registry_lock(mlflow.get_tracking_uri(), lock_cfg, name):
-        if on_locked is not None:
-            on_locked()
         for _ in range(3):  # retry if a non-cooperating writer moved the champion meanwhile
             champion = alias_version(client, name, champion_alias)
             if champion == candidate.version:
                 return Promotion(name, candidate.version, False, "already-champion",
                                  f"version {candidate.version} is already {champion_alias}", champion)
-            champion_metrics, error = None, None
+            champion_metrics, error, ignored = None, None, None
             if champion is not None and not force and gate_cfg.enabled:
                 champion_metrics, error = _score_champion(name, champion, candidate)
                 if error is not None and gate_cfg.on_champion_error is ChampionError.promote:
-                    champion_metrics, error = None, None
+                    ignored, error = error, None
             decision = gate_mod.decide(
                 policy, candidate.metrics, champion_metrics, greater_is_better=greater_is_better,
                 applicable=metric_names(candidate.task), champion_version=champion, champion_error=error,
@@ -379,6 +375,10 @@ def promote(
         else:
             verdict, summary = ("passed" if decision.passed else "failed"), decision.summary()
         report = {**decision.to_dict(), "verdict": verdict, **candidate.notes}
+        if ignored is not None:
+            summary = (f"{summary}; champion version {champion} could not be scored ({ignored}) and was "
+                       "ignored (registry.gate.on_champion_error=promote)")
+            report["champion_error_ignored"] = ignored
         client.set_model_version_tag(name, candidate.version, TAG_GATE, verdict)
         client.set_model_version_tag(name, candidate.version, TAG_GATE_SUMMARY, summary)
         client.set_model_version_tag(name, candidate.version, TAG_GATE_REPORT, json.dumps(report, default=str))

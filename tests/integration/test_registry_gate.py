@@ -98,6 +98,9 @@ def test_a_champion_that_cannot_be_scored_fails_the_gate_or_is_ignored_per_confi
     promoted = pipeline.run(tiny_cfg("evaluate.plots=false", "registry.gate.on_champion_error=promote"))
     assert promoted.state.promoted
     assert champion_version(client) == "3"
+    assert "champion version 1 could not be scored" in promoted.state.gate_summary
+    assert "ignored (registry.gate.on_champion_error=promote)" in promoted.state.gate_summary
+    assert "multiclass" in report(client, "3")["champion_error_ignored"]
 
 
 def test_gate_disabled_promotes_every_version_and_says_so(tiny_cfg):
