@@ -50,6 +50,12 @@ def test_champion_is_rescored_on_the_candidates_test_set_and_a_better_model_is_p
     assert version.tags[registry.TAG_PREVIOUS_CHAMPION] == "1"
     root = client.get_run(second.run_id)
     assert root.data.tags["mlcycle.promoted"] == "true"
+    register_run = client.search_runs(
+        [root.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{second.run_id}' and tags.`mlcycle.stage` = 'register'",
+    )[0]
+    assert register_run.data.metrics["gate_champion_roc_auc"] == pytest.approx(rescored["roc_auc"])
+    assert register_run.data.tags["mlcycle.gate"] == "passed"
 
 
 def test_a_failed_gate_registers_the_challenger_with_reasons_and_keeps_the_champion(tiny_cfg, capsys):

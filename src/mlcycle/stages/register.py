@@ -51,6 +51,11 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
         "promoted to " + reg.champion_alias if promotion.promoted else "not promoted", promotion.summary,
     )
     run.log.log_params({"registered_model": reg.model_name, "version": outcome.version})
+    if promotion.decision is not None:  # the gate's numbers, comparable across runs in the UI
+        for check in promotion.decision.checks:
+            if check.candidate is not None and check.champion is not None:
+                run.log.log_metrics({f"gate_candidate_{check.metric}": check.candidate,
+                                     f"gate_champion_{check.metric}": check.champion})
     run.log.set_tags(
         {
             "mlcycle.aliases": ",".join(outcome.aliases),
