@@ -54,4 +54,4 @@ data: $(STAMP) ## write the default dataset to data/ecommerce.csv
 	$(BIN)/mlcycle generate-data
 
 clean: ## remove run outputs (tracking store, artifacts, Hydra outputs); keeps .venv
-	rm -rf mlflow.db mlartifacts mlruns outputs multirun
+	rm -rf mlflow.db mlflow.db.registry-*.lock .mlcycle mlartifacts mlruns outputs multirun

@@ -17,12 +17,18 @@ commands:
   generate-data            write the default e-commerce dataset to a CSV file
   report <run id>          write a pipeline run's report card again (--out FILE for a local copy)
   runs close-stale         end runs left RUNNING by a killed process (FAILED, with the reason)
+  promote                  move `champion` to a version through the gate (--force skips it)
+  rollback                 move `champion` back to the previous champion
+  models                   list registered versions, aliases, metrics and promotion history
+  predict                  batch-score a CSV/Parquet file with the champion (or any model URI)
 
 Run 'mlcycle <command> --help' for a command's options; 'mlcycle train --help' shows the
 configuration groups. Examples:
   mlcycle train model=random_forest tune.n_trials=10
   mlcycle train -m model=logistic_regression,random_forest,hist_gradient_boosting
   mlcycle train data=csv data.path=sessions.csv data.target=purchased
+  mlcycle promote --alias challenger
+  mlcycle predict --input sessions.csv --output scored.parquet
 """
 
 # command -> "module:function"; each function takes argv (list[str]) and returns an exit code
@@ -31,6 +37,10 @@ COMMANDS: dict[str, str] = {
     "generate-data": "mlcycle.commands.generate_data:main",
     "report": "mlcycle.commands.report:main",
     "runs": "mlcycle.commands.runs:main",
+    "promote": "mlcycle.commands.promote:main",
+    "rollback": "mlcycle.commands.rollback:main",
+    "models": "mlcycle.commands.models:main",
+    "predict": "mlcycle.commands.predict:main",
 }
 
 

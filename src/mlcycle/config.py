@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -123,12 +123,47 @@ class EvaluateConfig:
     plots: bool = True
 
 
+class ChampionError(StrEnum):
+    fail = "fail"  # the gate fails with the reason; the champion stays
+    promote = "promote"  # treat it as if there were no champion (thresholds still apply)
+
+
+class LockBackend(StrEnum):
+    auto = "auto"  # sqlite -> file lock beside the store; postgresql -> advisory lock; else file
+    file = "file"
+    postgres = "postgres"
+    none = "none"  # no serialization: only for a single writer
+
+
+@dataclass
+class GateConfig:
+    enabled: bool = True  # false: every new version becomes champion (still audited)
+    primary_metric: str = "${evaluate.primary_metric}"  # auto: roc_auc / rmse
+    min_absolute_change: float = 0.0
+    min_relative_change: float = 0.0
+    # metric -> bound / tolerance; null switches an entry off (Hydra merges dicts, so
+    # `registry.gate.guard_metrics.log_loss=null` is how to drop a default guard)
+    thresholds: dict[str, float | None] = field(default_factory=dict)
+    guard_metrics: dict[str, float | None] = field(default_factory=dict)
+    on_champion_error: ChampionError = ChampionError.fail
+
+
+@dataclass
+class LockConfig:
+    backend: LockBackend = LockBackend.auto
+    path: str | None = None  # file lock path; null: beside a sqlite store, else under paths.root
+    postgres_uri: str | None = None  # advisory-lock database when the store is an HTTP server
+    timeout: float = 600.0  # seconds to wait for the lock
+
+
 @dataclass
 class RegistryConfig:
     enabled: bool = True
     model_name: str = "mlcycle-${data.name}"
     challenger_alias: str = "challenger"
     champion_alias: str = "champion"
+    gate: GateConfig = field(default_factory=GateConfig)
+    lock: LockConfig = field(default_factory=LockConfig)
 
 
 @dataclass
@@ -243,6 +278,7 @@ def validate(cfg: Config) -> None:
             "features.high_cardinality_encoder must be target or ordinal, got "
             f"{cfg.features.high_cardinality_encoder!r}"
         )
+    _validate_gate(cfg.registry.gate)
     for spec_name in ("classifier", "regressor"):
         spec: EstimatorSpec = getattr(cfg.model, spec_name)
         for pname, space in spec.search_space.items():
@@ -252,6 +288,26 @@ def validate(cfg: Config) -> None:
                     f"model.{spec_name}.search_space.{pname}: type must be float, int or "
                     f"categorical, got {kind!r}"
                 )
+
+
+def _validate_gate(gate: GateConfig) -> None:
+    from mlcycle.evaluation import CLASSIFICATION_METRICS, REGRESSION_METRICS
+
+    known = set(CLASSIFICATION_METRICS) | set(REGRESSION_METRICS)
+    named = {
+        "registry.gate.primary_metric": [] if gate.primary_metric == "auto" else [gate.primary_metric],
+        "registry.gate.thresholds": list(gate.thresholds),
+        "registry.gate.guard_metrics": list(gate.guard_metrics),
+    }
+    for where, metrics in named.items():
+        unknown = [m for m in metrics if m not in known]
+        if unknown:
+            raise ConfigError(f"{where}: unknown metric(s) {unknown}; known: {sorted(known)}")
+    if gate.min_absolute_change < 0 or gate.min_relative_change < 0:
+        raise ConfigError("registry.gate.min_absolute_change and min_relative_change must be >= 0")
+    negative = {m: t for m, t in gate.guard_metrics.items() if t is not None and t < 0}
+    if negative:
+        raise ConfigError(f"registry.gate.guard_metrics: tolerances must be >= 0, got {negative}")
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, str]:

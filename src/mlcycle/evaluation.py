@@ -1,7 +1,8 @@
 """Metrics and evaluation plots. Pure: no mlflow, no hydra.
 
 Classification: accuracy, precision, recall, f1, roc_auc, pr_auc (average precision),
-log_loss (multiclass: macro averages). Regression: rmse, mae, r2.
+log_loss, brier (calibration: mean squared error of the class probabilities; multiclass:
+macro averages, Brier over all classes). Regression: rmse, mae, r2.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from sklearn.preprocessing import label_binarize
 
 from mlcycle.config import Task
 
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss")
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae", "brier"})
 
@@ -59,7 +60,10 @@ def compute_metrics(task: Task, y_true, y_pred, proba=None, classes: tuple = ())
 
 
 def _probability_metrics(task: Task, y_true, proba, classes) -> dict[str, float]:
-    out = {"log_loss": float(skm.log_loss(y_true, proba, labels=list(classes)))}
+    out = {
+        "log_loss": float(skm.log_loss(y_true, proba, labels=list(classes))),
+        "brier": float(skm.brier_score_loss(y_true, proba, labels=list(classes))),
+    }
     if task is Task.binary:
         positive = (y_true == classes[1]).astype(int)
         out["roc_auc"] = float(skm.roc_auc_score(positive, proba[:, 1]))
@@ -81,7 +85,7 @@ def predict_all(model, X, task: Task):
 
 def score(metric: str, model, X, y, task: Task, classes: tuple) -> float:
     """One metric of a fitted model on (X, y)."""
-    needs_proba = metric in ("roc_auc", "pr_auc", "log_loss")
+    needs_proba = metric in ("roc_auc", "pr_auc", "log_loss", "brier")
     if task is Task.regression:
         return compute_metrics(task, y, model.predict(X))[metric]
     proba = model.predict_proba(X) if needs_proba else None

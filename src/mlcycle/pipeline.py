@@ -83,6 +83,7 @@ def run(cfg: Config) -> PipelineResult:
                     "mlcycle.registered_model": state.registered_name,
                     "mlcycle.registered_version": state.registered_version,
                     "mlcycle.aliases": ",".join(state.aliases),
+                    "mlcycle.promoted": str(state.promoted).lower(),
                 }
             )
     return PipelineResult(root.run_id, experiment_id, uri, state)

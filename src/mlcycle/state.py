@@ -37,5 +37,7 @@ class State:
     registered_name: str | None = None
     registered_version: str | None = None
     aliases: tuple[str, ...] = ()
+    promoted: bool = False  # the gate moved `champion` to this version
+    gate_summary: str | None = None  # the gate's one-line verdict with its numbers/reasons
     # filled by the orchestrator: root_run_id, git_commit, config_fingerprint, mlcycle_version
     lineage: dict[str, str] = field(default_factory=dict)

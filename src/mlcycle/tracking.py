@@ -300,6 +300,16 @@ def fingerprint(obj: Any) -> str:
 
 
 
+def stage_run_id(client: MlflowClient, experiment_id: str, root_run_id: str, stage: str) -> str | None:
+    """The id of a pipeline's stage run (``None`` if that stage did not run)."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{root_run_id}' and tags.`{STAGE_TAG}` = '{stage}'",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
 # --------------------------------------------------------------------------- artifacts
 def log_artifact_dict(obj: dict, path: str) -> None:
     """A JSON/YAML artifact on the active run."""
@@ -344,3 +354,21 @@ def log_splits(splits, source: str, target: str, data_name: str) -> None:
             for name, part in splits.items()
         ]
         mlflow.log_inputs(datasets=datasets, contexts=[contexts[n] for n, _ in splits.items()], tags_list=[None] * len(datasets))
+
+
+def log_input_file(frame, path: Path, context: str) -> None:
+    """Log a file the active run read (e.g. a batch to score) as a dataset input."""
+    import warnings
+
+    import mlflow.data
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    from mlcycle.data import digest
+
+    with warnings.catch_warnings():
+        # integer columns in a file to score: MLflow's schema hint is about model signatures
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        dataset = mlflow.data.from_pandas(
+            frame, source=LocalArtifactDatasetSource(str(path)), name=path.name, digest=digest(frame)
+        )
+        mlflow.log_input(dataset, context=context)

@@ -134,13 +134,15 @@ def test_registered_model_predicts_like_the_in_memory_pipeline(finished):
     np.testing.assert_array_equal(np.asarray(pyfunc.predict(X)), state.model.predict(X))
 
 
-def test_second_run_becomes_challenger_while_first_stays_champion(tiny_cfg):
+def test_second_run_becomes_challenger_and_champion_only_through_the_gate(tiny_cfg):
     pipeline.run(tiny_cfg())
     second = pipeline.run(tiny_cfg("seed=7"))
     client = MlflowClient()
     assert second.state.registered_version == "2"
     assert str(client.get_model_version_by_alias("mlcycle-ecommerce", "challenger").version) == "2"
-    assert str(client.get_model_version_by_alias("mlcycle-ecommerce", "champion").version) == "1"
+    champion = str(client.get_model_version_by_alias("mlcycle-ecommerce", "champion").version)
+    assert champion == ("2" if second.state.promoted else "1")
+    assert client.get_model_version("mlcycle-ecommerce", "2").tags["mlcycle.gate"] == ("passed" if second.state.promoted else "failed")
 
 
 def test_same_config_and_seed_give_identical_test_metrics(tiny_cfg):

@@ -128,6 +128,8 @@ def _summary(result, seconds: float) -> None:
         lines.append("  " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     if state.registered_version:
         lines.append(f"  registered {state.registered_name} version {state.registered_version} ({', '.join(state.aliases)})")
+        if state.gate_summary:
+            lines.append(f"  {'promoted' if state.promoted else 'NOT promoted'}: {state.gate_summary}")
     if result.tracking_uri.startswith("sqlite:"):
         lines.append(f"  browse: mlflow ui --backend-store-uri {result.tracking_uri}")
     print("\n".join(lines))

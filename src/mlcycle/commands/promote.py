@@ -1,0 +1,86 @@
+"""``mlcycle promote``: move ``champion`` to a version through the same gate as the pipeline.
+
+Both the candidate and the current champion are scored on the candidate's test split (the
+version's ``test_data_uri`` tag, written by the pipeline) or on ``--data``. ``--force`` skips
+the gate and says so in the audit trail; the model must still load safely (skops, trusted
+types). Exit codes: 0 promoted (or already champion), 3 the gate said no, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from mlcycle.commands import _common
+
+GATE_FAILED = 3
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mlcycle promote", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--version", help="version number to promote")
+    which.add_argument("--alias", help="promote the version this alias points at (e.g. challenger)")
+    parser.add_argument("--model", help="registered model name (default: registry.model_name)")
+    parser.add_argument("--force", action="store_true", help="skip the gate (recorded in the audit trail)")
+    parser.add_argument("--reason", help="why, for the audit trail")
+    parser.add_argument("--data", help="labelled CSV/Parquet to compare on instead of the version's test split")
+    args = _common.parse(parser, argv)
+    return _common.run(lambda: _promote(args))
+
+
+def _promote(args) -> int:
+    from mlcycle import registry
+
+    cfg = _common.compose(args.overrides)
+    client = _common.connect(cfg)
+    reg = cfg.registry
+    name = args.model or reg.model_name
+    version = registry.resolve_version(client, name, args.version or args.alias)
+    if registry.alias_version(client, name, reg.champion_alias) == version:
+        print(f"{name} version {version} is already {reg.champion_alias}; nothing to do")
+        return 0
+    loaded = registry.load_model(f"models:/{name}/{version}")  # refuses unsafe models, even with --force
+    test = _evaluation_frame(client, name, version, loaded, args.data)
+    metrics = registry.score(loaded, test, loaded.target)
+    tags = client.get_model_version(name, version).tags
+    candidate = registry.Candidate(
+        version, loaded.task, metrics, test, loaded.target, tags.get(registry.TAG_PRIMARY_METRIC) or None,
+        notes={"evaluated_on": args.data or tags.get(registry.TAG_TEST_DATA), "rows": len(test)},
+    )
+    outcome = registry.promote(client, name, candidate, reg.gate, reg.lock, champion_alias=reg.champion_alias,
+                               force=args.force, reason=args.reason)
+    if outcome.verdict == "already-champion":
+        print(f"{name} version {version} is already {reg.champion_alias}; nothing to do")
+        return 0
+    was = f" (was version {outcome.previous_champion})" if outcome.previous_champion else ""
+    if outcome.promoted:
+        print(f"promoted {name} version {version} to {reg.champion_alias}{was}: {outcome.summary}")
+        return 0
+    print(f"NOT promoted: {name} version {version} stays off {reg.champion_alias}{was}: {outcome.summary}")
+    return GATE_FAILED
+
+
+def _evaluation_frame(client, name, version, loaded, data_path):
+    import mlflow
+    import pandas as pd
+
+    from mlcycle import data
+    from mlcycle.errors import DataError
+    from mlcycle.registry import TAG_TEST_DATA, RegistryError
+
+    if data_path:
+        frame, source = data.read_table(data.resolve_path(data_path)), data_path
+    else:
+        uri = client.get_model_version(name, version).tags.get(TAG_TEST_DATA)
+        if not uri:
+            raise RegistryError(f"{name} version {version} has no {TAG_TEST_DATA} tag; pass --data FILE (labelled CSV/Parquet)")
+        try:
+            frame, source = pd.read_parquet(mlflow.artifacts.download_artifacts(uri)), uri
+        except Exception as exc:
+            raise RegistryError(f"cannot read the test split {uri} of {name} version {version}: {exc}") from None
+    needed = [c for c, _, required in loaded.inputs if required] + [loaded.target]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DataError(f"{source}: missing column(s) {', '.join(missing)} needed to score {name} version {version}")
+    return frame

@@ -1,0 +1,162 @@
+"""`mlcycle predict` (batch scoring) round trip and bad inputs, and safe model loading: no
+pickle, mlcycle's own skops allowlist."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import cloudpickle
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+from tests.integration.registry_helpers import NAME
+
+from mlcycle import pipeline, registry
+from mlcycle.cli import main
+
+
+@pytest.fixture
+def trained(tiny_cfg):
+    return pipeline.run(tiny_cfg("evaluate.plots=false"))
+
+
+def predict_runs(client):
+    exp = client.get_experiment_by_name("mlcycle")
+    return client.search_runs([exp.experiment_id], filter_string="tags.`mlcycle.run_kind` = 'predict'")
+
+
+def test_batch_scoring_round_trip_equals_in_process_predictions(trained, tmp_path, capsys):
+    state = trained.state
+    frame = state.splits.test.copy()
+    frame.insert(0, "row_id", range(len(frame)))
+    source = tmp_path / "batch.csv"
+    frame.to_csv(source, index=False)
+    out = tmp_path / "scored.parquet"
+
+    assert main(["predict", "--input", str(source), "--output", str(out)]) == 0
+    assert f"scored {len(frame)} of {len(frame)} rows" in capsys.readouterr().out
+    scored = pd.read_parquet(out)
+    X = state.splits.test[list(state.schema.features)]
+    assert scored["row_id"].tolist() == list(range(len(frame)))
+    np.testing.assert_array_equal(scored["prediction"].to_numpy(), state.model.predict(X))
+    proba = state.model.predict_proba(X)
+    for i, cls in enumerate(state.model.classes_):
+        np.testing.assert_allclose(scored[f"probability_{cls}"].to_numpy(), proba[:, i], rtol=1e-9)
+
+    client = MlflowClient()
+    (run,) = predict_runs(client)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["rows_in"] == len(frame)
+    assert run.data.metrics["rows_scored"] == len(frame)
+    assert run.data.metrics["rows_rejected"] == 0
+    assert run.data.params["scoring.model_uri"] == f"models:/{NAME}@champion"
+    assert run.data.tags["mlcycle.model_version"] == "1"
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "batch.csv"
+    assert [t.value for t in dataset_input.tags if t.key == "mlflow.data.context"] == ["scoring"]
+
+    # any model URI works, and CSV output too
+    csv_out = tmp_path / "scored.csv"
+    assert main(["predict", "--input", str(source), "--output", str(csv_out), "--model-uri", f"models:/{NAME}/1"]) == 0
+    np.testing.assert_array_equal(pd.read_csv(csv_out)["prediction"].to_numpy(), state.model.predict(X))
+
+
+def test_bad_batch_inputs_are_reported_by_row_or_fail_in_one_line(trained, tmp_path, capsys):
+    state = trained.state
+    frame = state.splits.test.head(20).astype(object)
+    frame.loc[2, "price"] = "abc"  # row 3
+    frame.loc[6, "session_date"] = "yesterday"  # row 7
+    bad = tmp_path / "bad.csv"
+    frame.to_csv(bad, index=False)
+    out = tmp_path / "out.csv"
+    client = MlflowClient()
+
+    assert main(["predict", "--input", str(bad), "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "scored 18 of 20 rows" in text
+    assert ("rejected 2 row(s): row 3: column 'price': 'abc' is not a valid double; "
+            "row 7: column 'session_date': 'yesterday' is not a valid datetime") in text
+    assert len(pd.read_csv(out)) == 18
+    run = predict_runs(client)[0]
+    assert (run.data.metrics["rows_rejected"], run.data.metrics["rows_scored"]) == (2, 18)
+    rejected = pd.read_csv(mlflow.artifacts.download_artifacts(f"{run.info.artifact_uri}/scoring/rejected_rows.csv"))
+    assert rejected[["row", "column", "value"]].to_dict("list") == {"row": [3, 7], "column": ["price", "session_date"], "value": ["abc", "yesterday"]}
+
+    strict_out = tmp_path / "strict.csv"
+    assert main(["predict", "--input", str(bad), "--output", str(strict_out), "--on-bad-rows", "fail"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {bad}: 2 row(s) with bad values: row 3: column 'price': 'abc' is not a valid double; row 7: column 'session_date': 'yesterday' is not a valid datetime"
+    assert not strict_out.exists()
+
+    missing = tmp_path / "missing.csv"
+    state.splits.test.drop(columns=["price", "channel"]).to_csv(missing, index=False)
+    assert main(["predict", "--input", str(missing), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {missing}: missing required column(s) price, channel; the model needs ")
+    assert err.count("\n") == 0
+
+    assert main(["predict", "--input", str(tmp_path / "nope.csv"), "--output", str(out)]) == 2
+    assert "data file not found" in capsys.readouterr().err
+    assert main(["predict", "--input", str(bad), "--output", str(tmp_path / "out.xlsx")]) == 2
+    assert "--output must end in .csv or .parquet" in capsys.readouterr().err
+    assert main(["predict", "--input", str(bad), "--output", str(out), "--model-uri", f"models:/{NAME}/9"]) == 2
+    assert f"cannot load model models:/{NAME}/9" in capsys.readouterr().err
+
+    runs = predict_runs(client)
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(failed) == 4 and all(r.data.tags["mlcycle.error"] for r in failed)
+    assert all(r.info.status in ("FINISHED", "FAILED") for r in runs)  # none left RUNNING
+
+
+def _boom(*args, **kwargs):
+    raise AssertionError("pickle used while loading a model")
+
+
+def test_loading_the_registered_model_never_unpickles(trained, monkeypatch):
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}@champion"))
+    assert not list(local.rglob("*.pkl")) and (local / "model.skops").is_file()
+    for module in (pickle, cloudpickle):
+        monkeypatch.setattr(module, "load", _boom)
+        monkeypatch.setattr(module, "loads", _boom)
+    X = trained.state.splits.test[list(trained.state.schema.features)]
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")  # what `mlflow models serve` does
+    np.testing.assert_array_equal(np.asarray(pyfunc.predict(X)), trained.state.model.predict(X))
+    loaded = registry.load_model(f"models:/{NAME}@champion")
+    np.testing.assert_array_equal(loaded.model.predict(X), trained.state.model.predict(X))
+    assert (loaded.name, loaded.version, loaded.target) == (NAME, "1", "purchased")
+
+
+def test_unsafe_models_are_refused(trained, tmp_path):
+    import os
+
+    import skops.io
+    from sklearn.preprocessing import FunctionTransformer
+
+    source = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}@champion"))
+
+    widened = Path(shutil.copytree(source, tmp_path / "widened"))
+    meta = yaml.safe_load((widened / "MLmodel").read_text())
+    meta["flavors"]["sklearn"]["skops_trusted_types"].append("builtins.exec")
+    (widened / "MLmodel").write_text(yaml.safe_dump(meta))
+    with pytest.raises(registry.ModelLoadError, match=r"asks to trust types mlcycle does not trust: \['builtins.exec'\]"):
+        registry.load_model(str(widened))
+
+    smuggled = Path(shutil.copytree(source, tmp_path / "smuggled"))
+    model = trained.state.model
+    model.steps.insert(0, ("hook", FunctionTransformer(os.getcwd)))
+    try:
+        skops.io.dump(model, smuggled / "model.skops")
+    finally:
+        model.steps.pop(0)
+    with pytest.raises(registry.ModelLoadError, match="cannot load model .* with skops: .*getcwd"):
+        registry.load_model(str(smuggled))
+
+    pickled = tmp_path / "pickled"
+    mlflow.sklearn.save_model(trained.state.model, str(pickled), serialization_format="pickle")
+    with pytest.raises(registry.ModelLoadError, match="serialized with pickle; mlcycle loads only skops"):
+        registry.load_model(str(pickled))
