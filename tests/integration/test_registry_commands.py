@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 from mlflow import MlflowClient
+
+from mlcycle import registry
+from mlcycle.cli import main
 from tests.integration.registry_helpers import (
     NAME,
     WEAK,
@@ -14,9 +17,6 @@ from tests.integration.registry_helpers import (
     metrics_on_test,
     register_variant,
 )
-
-from mlcycle import registry
-from mlcycle.cli import main
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import time
 
 import pytest
 from mlflow import MlflowClient
+
+from mlcycle import registry
 from tests.conftest import subprocess_env
 from tests.integration.registry_helpers import (
     NAME,
@@ -21,8 +23,6 @@ from tests.integration.registry_helpers import (
     metrics_on_test,
     register_variant,
 )
-
-from mlcycle import registry
 
 C_VALUES = (0.001, 0.03, 1.0)
 

@@ -8,10 +8,10 @@ import json
 import mlflow
 import pytest
 from mlflow import MlflowClient
-from tests.integration.registry_helpers import NAME, NO_GUARDS, WEAK
 
 from mlcycle import pipeline, registry
 from mlcycle.evaluation import compute_metrics, predict_all
+from tests.integration.registry_helpers import NAME, NO_GUARDS, WEAK
 
 
 def champion_version(client):

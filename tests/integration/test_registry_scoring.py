@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
-from tests.integration.registry_helpers import NAME
 
 from mlcycle import pipeline, registry
 from mlcycle.cli import main
+from tests.integration.registry_helpers import NAME
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import subprocess_env
-from tests.integration.registry_helpers import NAME
 
 from mlcycle import pipeline
+from tests.conftest import subprocess_env
+from tests.integration.registry_helpers import NAME
 
 
 def free_port() -> int:
