@@ -24,3 +24,7 @@ class PipelineTerminated(BaseException):
     A BaseException so that stage code catching ``Exception`` does not swallow it; the run
     contexts end the open runs KILLED on their way out.
     """
+
+
+class LineageError(MlcycleError):
+    """A run or model version cannot be traced back to what made it."""

@@ -14,7 +14,13 @@ from sklearn.base import clone
 
 from mlcycle.config import Config
 from mlcycle.evaluation import primary_metric, score
-from mlcycle.modeling import build_estimator, cv_splitter, estimator_spec, full_pipeline, prepare_folds
+from mlcycle.modeling import (
+    build_estimator,
+    cv_splitter,
+    estimator_spec,
+    full_pipeline,
+    prepare_folds,
+)
 from mlcycle.state import State
 from mlcycle.tracking import ActiveRun, TrialRecord, TrialWriter
 from mlcycle.tuning import TrialResult, run_study
