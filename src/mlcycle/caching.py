@@ -44,7 +44,7 @@ from mlcycle.data import LoadedData, Schema, Splits
 from mlcycle.features import FeaturePlan
 from mlcycle.lineage import code_version
 from mlcycle.state import State
-from mlcycle.tracking import ActiveRun, fingerprint
+from mlcycle.tracking import ActiveRun
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,10 @@ def stage_config(resolved: dict[str, Any], stage: str) -> dict[str, Any]:
 
 
 def stage_fingerprint(stage: str, resolved: dict[str, Any], upstream: str | None, code: dict, inputs: dict) -> str:
-    return fingerprint(
-        {"stage": stage, "config": stage_config(resolved, stage), "upstream": upstream, "inputs": inputs, "code": code}
-    )
+    """Order-sensitive on purpose: reordering ``data.derived_features`` (column order) or a
+    search space (Optuna's draw order) changes results, so it must not be a hit."""
+    payload = {"stage": stage, "config": stage_config(resolved, stage), "upstream": upstream, "inputs": inputs, "code": code}
+    return hashlib.sha256(json.dumps(payload, sort_keys=False).encode()).hexdigest()[:16]
 
 
 def file_digest(path: Path) -> str:

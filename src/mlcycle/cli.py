@@ -15,18 +15,23 @@ USAGE = """usage: mlcycle <command> [args...]
 commands:
   train [overrides...]     run the pipeline (Hydra overrides; -m for a multirun sweep)
   generate-data            write the default e-commerce dataset to a CSV file
+  reproduce <model|run>    rerun a registered version's (or run's) pipeline from its lineage
+                           and check that its test metrics match exactly
 
 Run 'mlcycle <command> --help' for a command's options; 'mlcycle train --help' shows the
 configuration groups. Examples:
   mlcycle train model=random_forest tune.n_trials=10
   mlcycle train -m model=logistic_regression,random_forest,hist_gradient_boosting
   mlcycle train data=csv data.path=sessions.csv data.target=purchased
+  mlcycle train cache=false                  # run every stage (no step cache)
+  mlcycle reproduce models:/mlcycle-ecommerce/1
 """
 
 # command -> "module:function"; each function takes argv (list[str]) and returns an exit code
 COMMANDS: dict[str, str] = {
     "train": "mlcycle.commands.train:main",
     "generate-data": "mlcycle.commands.generate_data:main",
+    "reproduce": "mlcycle.commands.reproduce:main",
 }
 
 
