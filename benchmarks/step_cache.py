@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -31,10 +32,19 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary store (printed) for a look in the UI")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args(argv)
 
     root = Path(tempfile.mkdtemp(prefix="mlcycle-bench-cache-"))
+    try:
+        return measure(args, root)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, root: Path) -> int:
     uri = f"sqlite:///{root}/mlflow.db"
     os.environ.update(MLCYCLE_ROOT=str(root), MLFLOW_TRACKING_URI=uri, MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true")
 
@@ -66,7 +76,7 @@ def main(argv: list[str]) -> int:
         return {"label": label, "wall": wall, "status": status, "seconds": seconds, "metrics": result.state.test_metrics}
 
     load_before = os.getloadavg()
-    print(f"step cache benchmark: {args.trials} trials, {args.rows} rows, default model; store {uri}")
+    print(f"step cache benchmark: {args.trials} trials, {args.rows} rows, default model; store {uri}", flush=True)
     cold = run("cold", [])
     same = run("identical rerun", [])
     changed = run(f"rerun, {CHANGE}", [CHANGE])

@@ -287,11 +287,11 @@ class StageCache:
         root.log.set_tags({HITS_TAG: ""})
 
     def run(self, name: str, fn: Callable[[State, Config, ActiveRun], State], state: State, stage: ActiveRun) -> State:
-        fp = self._fingerprint(name)
+        fp, why_not = self._fingerprint(name)
         self.upstream = fp
         tags: dict[str, str] = {}
         if fp is None:
-            tags = {CACHE_TAG: "off", REASON_TAG: self.no_code_reason or "no fingerprint (see the log)"}
+            tags = {CACHE_TAG: "off", REASON_TAG: why_not}
         elif not self.cfg.cache.enabled:
             tags = {CACHE_TAG: "off", REASON_TAG: "cache.enabled=false"}
         elif self.force_from is not None and STAGES.index(name) >= self.force_from:
@@ -323,16 +323,17 @@ class StageCache:
         return new_state
 
     # ------------------------------------------------------------------ internals
-    def _fingerprint(self, name: str) -> str | None:
+    def _fingerprint(self, name: str) -> tuple[str | None, str]:
+        """(fingerprint, "") or (None, why there is none)."""
         if self.no_code_reason is not None:
-            return None
+            return None, self.no_code_reason
         if name != STAGES[0] and self.upstream is None:
-            return None
+            return None, "an earlier stage has no fingerprint"
         try:
             inputs = stage_inputs(name, self.cfg)
-        except OSError:
-            return None
-        return stage_fingerprint(name, self.resolved, self.upstream, self.code, inputs)
+        except OSError as exc:  # the stage itself reports the unreadable file
+            return None, f"input not readable: {exc}"
+        return stage_fingerprint(name, self.resolved, self.upstream, self.code, inputs), ""
 
     def _lookup(self, name: str, fp: str) -> Run | None:
         """The newest FINISHED run of this stage that computed (not reused) these outputs."""

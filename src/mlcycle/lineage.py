@@ -30,7 +30,7 @@ from mlflow.exceptions import MlflowException
 
 import mlcycle
 from mlcycle.config import Config, Source, config_dir, from_resolved
-from mlcycle.errors import LineageError
+from mlcycle.errors import ConfigError, LineageError
 
 # Libraries whose version can change a model; part of the code version.
 LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "optuna", "skops", "mlflow")
@@ -88,8 +88,11 @@ def requirements_text() -> str:
 
 def log_environment(client: MlflowClient, run_id: str) -> None:
     """conda.yaml (the declared environment) and requirements.txt (the installed one)."""
-    conda = config_dir().parent / "conda.yaml"
-    if conda.is_file():
+    try:
+        conda = config_dir().parent / "conda.yaml"
+    except ConfigError:  # an installed package without its project folder
+        conda = None
+    if conda is not None and conda.is_file():
         client.log_artifact(run_id, str(conda), ENVIRONMENT_DIR)
     client.log_text(run_id, requirements_text(), f"{ENVIRONMENT_DIR}/requirements.txt")
 
@@ -293,8 +296,8 @@ def differences(original: Lineage, new: Lineage) -> list[str]:
         code.append(f"mlcycle {original.mlcycle_version} (original) vs {new.mlcycle_version} (now)")
     if original.source_digest and new.source_digest and original.source_digest != new.source_digest:
         code.append(f"mlcycle source digest {original.source_digest} (original) vs {new.source_digest} (now)")
-    if new.git_dirty == "true" and "git commit" not in " ".join(code):
-        code.append("the git tree has uncommitted changes now")
+    if new.git_dirty == "true" and original.git_commit == new.git_commit:
+        code.append("same commit, but the git tree has uncommitted changes now")
     if code:
         out.append("code version differs: " + "; ".join(code))
     if original.environment and new.environment:

@@ -100,3 +100,18 @@ def test_outside_a_git_checkout_caching_is_off_by_default(store):
     ingest = stage_runs(MlflowClient(), result.run_id)["ingest"]
     assert ingest.data.tags["mlcycle.cache"] == "off"
     assert "not a git checkout" in ingest.data.tags["mlcycle.cache_reason"]
+
+
+def test_a_missing_data_file_fails_ingest_with_the_cache_reason_recorded(store, tmp_path):
+    from mlcycle.errors import DataError
+
+    missing = tmp_path / "nowhere.csv"
+    cfg = compose([*TINY, *CACHED, "data=csv", f"data.path={missing}", "data.target=purchased"])
+    with pytest.raises(DataError, match="data file not found"):
+        pipeline.run(cfg)
+    client = MlflowClient()
+    root = client.search_runs([client.get_experiment_by_name("mlcycle").experiment_id], "tags.`mlcycle.run_kind` = 'pipeline'")[0]
+    ingest = stage_runs(client, root.info.run_id)["ingest"]
+    assert ingest.info.status == "FAILED"
+    assert ingest.data.tags["mlcycle.cache"] == "off"
+    assert "input not readable" in ingest.data.tags["mlcycle.cache_reason"]
