@@ -18,7 +18,12 @@ OUTCOME_TAG = "mlcycle.reproduction"  # on the new root run: match | differs
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mlcycle reproduce", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="mlcycle reproduce",
+        description="Rerun a registered version's (or a run's) pipeline from its lineage (same config, data "
+        "source and seed) into a new root run, and report metric by metric whether the test metrics match "
+        "exactly. Exit code 0: all match; 1: some differ; 2: bad input.",
+    )
     parser.add_argument("target", help="models:/<name>/<version>, models:/<name>@<alias>, or a (root or stage) run id")
     parser.add_argument("--show", action="store_true", help="print the lineage only; run nothing")
     parser.add_argument(
