@@ -37,13 +37,18 @@ def template_store(tmp_path_factory) -> Path:
 @pytest.fixture
 def store(tmp_path, template_store, monkeypatch) -> Iterator[str]:
     """A private sqlite tracking store; MLFLOW_TRACKING_URI and MLCYCLE_ROOT point at it."""
+    yield from private_store(tmp_path, template_store, monkeypatch)
+
+
+def private_store(root: Path, template_store: Path, monkeypatch) -> Iterator[str]:
+    """Copy the migrated template into ``root`` and point MLflow and mlcycle at it."""
     import mlflow
 
-    db = tmp_path / "mlflow.db"
+    db = root / "mlflow.db"
     shutil.copy(template_store, db)
     uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLCYCLE_ROOT", str(tmp_path))
+    monkeypatch.setenv("MLCYCLE_ROOT", str(root))
     monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(var, raising=False)

@@ -21,6 +21,8 @@ commands:
   rollback                 move `champion` back to the previous champion
   models                   list registered versions, aliases, metrics and promotion history
   predict                  batch-score a CSV/Parquet file with the champion (or any model URI)
+  reproduce <model|run>    rerun a registered version's (or run's) pipeline from its lineage
+                           and check that its test metrics match exactly
 
 Run 'mlcycle <command> --help' for a command's options; 'mlcycle train --help' shows the
 configuration groups. Examples:
@@ -29,6 +31,8 @@ configuration groups. Examples:
   mlcycle train data=csv data.path=sessions.csv data.target=purchased
   mlcycle promote --alias challenger
   mlcycle predict --input sessions.csv --output scored.parquet
+  mlcycle train cache=false                  # run every stage (no step cache)
+  mlcycle reproduce models:/mlcycle-ecommerce/1
 """
 
 # command -> "module:function"; each function takes argv (list[str]) and returns an exit code
@@ -41,6 +45,7 @@ COMMANDS: dict[str, str] = {
     "rollback": "mlcycle.commands.rollback:main",
     "models": "mlcycle.commands.models:main",
     "predict": "mlcycle.commands.predict:main",
+    "reproduce": "mlcycle.commands.reproduce:main",
 }
 
 

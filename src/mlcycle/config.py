@@ -185,6 +185,16 @@ class MlflowConfig:
 
 
 @dataclass
+class CacheConfig:
+    """Step caching (caching.py): reuse a stage's outputs from an earlier run with the same
+    fingerprint. ``mlcycle train cache=false`` is shorthand for ``cache.enabled=false``."""
+
+    enabled: bool = True  # false: run every stage (outputs and fingerprints are still recorded)
+    force: list[str] = field(default_factory=list)  # rerun these stages and everything after them
+    allow_dirty: bool = False  # cache even when the git tree is dirty or the commit is unknown
+
+
+@dataclass
 class Config:
     seed: int = 42
     stages: list[str] = field(default_factory=lambda: list(STAGES))
@@ -198,6 +208,7 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 def project_root() -> Path:
@@ -256,6 +267,9 @@ def validate(cfg: Config) -> None:
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown} in stages; known: {list(STAGES)}")
+    unknown = [s for s in cfg.cache.force if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown} in cache.force; known: {list(STAGES)}")
     split = cfg.data.split
     parts = (split.train, split.validation, split.test)
     if any(p <= 0 for p in parts) or abs(sum(parts) - 1.0) > 1e-6:
@@ -308,6 +322,26 @@ def _validate_gate(gate: GateConfig) -> None:
     negative = {m: t for m, t in gate.guard_metrics.items() if t is not None and t < 0}
     if negative:
         raise ConfigError(f"registry.gate.guard_metrics: tolerances must be >= 0, got {negative}")
+
+
+def from_resolved(resolved: dict[str, Any]) -> Config:
+    """A typed Config from a resolved config dict (a run's ``config.yaml``).
+
+    Keys this version of mlcycle does not know, or values of the wrong type, raise
+    ConfigError; keys the dict lacks (added since) take their defaults.
+    """
+    from omegaconf import OmegaConf
+
+    register_configs()
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), resolved)
+        typed = OmegaConf.to_object(merged)
+    except Exception as exc:  # omegaconf validation errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"config does not fit this version of mlcycle: {first}") from None
+    assert isinstance(typed, Config)
+    validate(typed)
+    return typed
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, str]:

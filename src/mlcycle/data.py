@@ -284,6 +284,30 @@ def split(frame: pd.DataFrame, schema: Schema, cfg: DataConfig) -> Splits:
     return Splits(train.reset_index(drop=True), val.reset_index(drop=True), test.reset_index(drop=True))
 
 
+def restore_types(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Give a frame read back from Parquet the exact dtypes ``infer_schema`` produced.
+
+    Parquet returns text as pandas' ``str`` dtype (missing = NaN) and may change datetime
+    units; the pipeline's frames hold text as Python strings in object columns (missing =
+    None). A restored split must equal the original one, digest included.
+    """
+    from mlcycle.cleaning import as_text
+
+    out = frame.copy()
+    for col in schema.numeric:
+        out[col] = out[col].astype(float)
+    for col in schema.categorical:
+        out[col] = as_text(out[col])
+    for col in schema.datetime:
+        out[col] = out[col].astype("datetime64[ns]")
+    target = out[schema.target]
+    if schema.task is Task.regression:
+        out[schema.target] = target.astype(float)
+    elif not pd.api.types.is_numeric_dtype(target):
+        out[schema.target] = as_text(target)
+    return out
+
+
 # --------------------------------------------------------------------------- describing
 def digest(frame: pd.DataFrame) -> str:
     """Content hash of a frame (all rows, column names and dtypes): 16 hex characters."""

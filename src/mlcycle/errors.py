@@ -30,3 +30,7 @@ class TrackingUnreachable(MlcycleError):
     """The tracking store (server or database) cannot be reached or refuses the credentials."""
 
     exit_code = 3
+
+
+class LineageError(MlcycleError):
+    """A run or model version cannot be traced back to what made it."""

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import mlcycle
 from mlcycle import report, tracking
+from mlcycle.caching import StageCache
 from mlcycle.config import Config, as_dict, flatten
 from mlcycle.errors import PipelineTerminated
+from mlcycle.lineage import log_environment, source_digest
 from mlcycle.masking import mask_text, mask_tree, mask_values
 from mlcycle.remote import check_tracking_store
 from mlcycle.state import State
@@ -48,6 +50,7 @@ def run(cfg: Config) -> PipelineResult:
         **tracking.git_state(Path(cfg.paths.root)),
         "mlcycle_version": mlcycle.__version__,
         "config_fingerprint": tracking.fingerprint(resolved),
+        "source_digest": source_digest(),
     }
     run_name = cfg.mlflow.run_name or f"{cfg.data.name}-{cfg.model.name}"
     root_tags = {f"mlcycle.{k}": v for k, v in lineage.items()} | {"mlcycle.data_name": cfg.data.name} | mask_values(dict(cfg.mlflow.tags))
@@ -59,14 +62,16 @@ def run(cfg: Config) -> PipelineResult:
         log.info("root run %s in experiment %s (%s)", root.run_id, experiment_id, mask_text(uri))
         root.log.log_params(mask_values(flatten(cfg)))  # no password in a URI reaches the store
         tracking.log_artifact_dict(mask_tree(resolved), "config.yaml")
+        log_environment(root.log.client, root.run_id)
         root.log.flush()  # the config is visible in the UI while the stages run
         state = State(lineage={**lineage, "root_run_id": root.run_id})
+        cache = StageCache(cfg, root, lineage)
         for name in cfg.stages:
             started = time.perf_counter()
             log.info("stage %s ...", name)
             try:
                 with tracking.stage_run(root, name) as stage:
-                    state = STAGE_FUNCTIONS[name](state, cfg, stage)
+                    state = cache.run(name, STAGE_FUNCTIONS[name], state, stage)
                     seconds = time.perf_counter() - started
                     stage.log.metric(duration_seconds=seconds)
             except BaseException as exc:  # PipelineTerminated too: the CLI names the stage

@@ -312,8 +312,18 @@ def stage_run_id(client: MlflowClient, experiment_id: str, root_run_id: str, sta
 
 # --------------------------------------------------------------------------- artifacts
 def log_artifact_dict(obj: dict, path: str) -> None:
-    """A JSON/YAML artifact on the active run."""
-    mlflow.log_dict(obj, path)
+    """A JSON/YAML artifact on the active run, keys in their order.
+
+    ``mlflow.log_dict`` sorts YAML keys, and order matters in a config: the order of
+    ``data.derived_features`` is the column order, a search space's is Optuna's draw order.
+    A config.yaml that lost it does not reproduce its run exactly.
+    """
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        mlflow.log_text(yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, allow_unicode=True), path)
+    else:
+        mlflow.log_dict(obj, path)
 
 
 def log_figures(figures: dict, folder: str) -> None:

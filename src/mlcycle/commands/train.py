@@ -17,7 +17,7 @@ log = logging.getLogger("mlcycle")
 
 
 def main(argv: list[str]) -> int:
-    args = expand_overrides(argv)
+    args = shorthands(expand_overrides(argv))
     from mlcycle.config import config_dir, register_configs
 
     try:
@@ -38,6 +38,15 @@ def main(argv: list[str]) -> int:
     app = hydra.main(config_path=str(conf), config_name="config", version_base="1.3")(_task)
     app()
     return 0
+
+
+# `cache` is a config group, and Hydra rejects a boolean as a group choice.
+SHORTHANDS = {"cache=false": "cache.enabled=false", "cache=true": "cache.enabled=true"}
+
+
+def shorthands(args: list[str]) -> list[str]:
+    """Expand ``cache=false`` / ``cache=true`` into the override Hydra accepts."""
+    return [SHORTHANDS.get(a.lower(), a) for a in args]
 
 
 def precheck(args: list[str]):

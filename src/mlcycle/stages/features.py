@@ -28,7 +28,7 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
         date_parts=tuple(feats.date_parts),
         scale_numeric=feats.scale_numeric,
     )
-    preprocessor = build_preprocessor(schema, cfg.preprocess, plan, derived, cfg.seed)
+    preprocessor = preprocessor_for(schema, cfg, plan)
 
     # Fit once on the training rows to report the features the model will see.
     started = time.perf_counter()
@@ -54,3 +54,8 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     )
     log_artifact_dict({"input_kinds": plan.kinds(), "output_features": list(map(str, encoded.columns))}, "features.json")
     return replace(state, plan=plan, preprocessor=preprocessor)
+
+
+def preprocessor_for(schema, cfg: Config, plan) -> object:
+    """The unfitted cleaning + features Pipeline for a plan (also used on a cache hit)."""
+    return build_preprocessor(schema, cfg.preprocess, plan, dict(cfg.data.derived_features), cfg.seed)
