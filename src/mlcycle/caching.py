@@ -143,7 +143,7 @@ def _load_ingest(state: State, cfg: Config, files: Path, source: Run) -> State:
     splits = Splits(**parts)
     # The validated rows (the three splits), not the raw file: that is what later stages use.
     frame = pd.concat(list(parts.values()), ignore_index=True)
-    loaded = LoadedData(frame, meta["source"], {"restored_from_run": source.info.run_id})
+    loaded = LoadedData(frame, meta["source"])
     return replace(state, data=loaded, schema=schema, splits=splits, data_digest=meta["data_digest"])
 
 

@@ -21,6 +21,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlcycle import cli, pipeline
+from mlcycle.evaluation import CLASSIFICATION_METRICS
 from mlcycle.report import REPORT_ARTIFACT, REPORT_ERROR_TAG, render
 from mlcycle.report.render import external_references
 from tests.conftest import TINY, compose
@@ -122,7 +123,7 @@ def test_numbers_in_the_report_equal_the_logged_metrics(full_run):
 
     evaluation = page.numbers["evaluation"]
     logged = {k: v for k, v in stages["evaluate"].data.metrics.items() if k.startswith("test_")}
-    assert len(logged) == 7
+    assert len(logged) == len(CLASSIFICATION_METRICS)
     for name, value in logged.items():
         shown, text = evaluation[name]
         assert shown == value, name
@@ -303,7 +304,7 @@ def test_chromium_renders_the_report_without_errors_or_fetches(full_run, tmp_pat
     page = tmp_path / "report.html"
     page.write_text(html.replace("</body>", PROBE + "</body>"), encoding="utf-8")
     probe, dom, log = chromium_dom(page, tmp_path)
-    assert probe == {"images": 5, "broken": 0, "fetched": [], "metricRows": 7}
+    assert probe == {"images": 5, "broken": 0, "fetched": [], "metricRows": len(CLASSIFICATION_METRICS)}
     assert not re.search(r"<html[^>]*data-js-error", dom)  # no script error while loading
     assert "CONSOLE" not in log  # nothing written to the browser console
     assert ReportPage(dom).sections == ALL_SECTIONS
