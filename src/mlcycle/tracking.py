@@ -5,9 +5,12 @@
   (a child created with an explicit parent id, never via ``nested=True``: see DESIGN.md);
 * ``RunLog``: params/metrics/tags buffered and sent in one ``log_batch`` per run;
 * ``TrialWriter``: a background thread that writes trial runs off the trial's critical path;
-* lineage tags (git commit, package version, config fingerprint).
+* lineage tags (git commit, package version, config fingerprint);
+* stale runs: every pipeline and stage run carries its owner process (``mlcycle.owner``);
+  ``close_stale_runs`` / ``close_run_tree`` end the runs a SIGKILLed process left RUNNING.
 
-Runs always end: FINISHED, FAILED (error message as a tag) or KILLED (SIGTERM).
+Runs always end: FINISHED, FAILED (error message as a tag) or KILLED (SIGTERM); after a
+SIGKILL, the next run that finds them (a resumed study) ends them FAILED.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
 from mlcycle.errors import PipelineTerminated
+from mlcycle.liveness import owner_is_dead, owner_token
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,9 @@ RUN_NAME_TAG = "mlflow.runName"
 ERROR_TAG = "mlcycle.error"
 STAGE_TAG = "mlcycle.stage"
 KIND_TAG = "mlcycle.run_kind"  # pipeline | stage | trial
+OWNER_TAG = "mlcycle.owner"  # host:pid:start of the process that holds the run open
+STUDY_TAG = "mlcycle.study_name"  # on tune runs: the Optuna study they worked on
+CLOSED_TAG = "mlcycle.closed_stale_by"  # who ended a run its dead owner left RUNNING
 MAX_PARAM_LENGTH = 6000
 
 
@@ -151,7 +158,7 @@ def root_run(experiment_id: str, run_name: str | None, tags: dict[str, str]) -> 
     run = mlflow.start_run(experiment_id=None if attached else experiment_id, run_name=run_name)
     client = MlflowClient()
     active = ActiveRun(run.info.run_id, run.info.experiment_id, RunLog(client, run.info.run_id))
-    active.log.set_tags({KIND_TAG: "pipeline", **tags})
+    active.log.set_tags({KIND_TAG: "pipeline", OWNER_TAG: owner_token(), **tags})
     if attached and run_name:
         active.log.set_tags({RUN_NAME_TAG: run_name})
     with _ending(active, fluent=True):
@@ -163,7 +170,9 @@ def stage_run(root: ActiveRun, name: str) -> Iterator[ActiveRun]:
     """A CHILD run of ``root`` for one stage, active (fluent API) while the stage runs."""
     client = root.log.client
     created = client.create_run(
-        root.experiment_id, run_name=name, tags={PARENT_TAG: root.run_id, STAGE_TAG: name, KIND_TAG: "stage"}
+        root.experiment_id,
+        run_name=name,
+        tags={PARENT_TAG: root.run_id, STAGE_TAG: name, KIND_TAG: "stage", OWNER_TAG: owner_token()},
     )
     run_id = created.info.run_id
     mlflow.start_run(run_id=run_id, nested=True)
@@ -256,6 +265,56 @@ class TrialWriter:
         self.written.append(run_id)
 
 
+# --------------------------------------------------------------------------- stale runs
+def close_run_tree(client: MlflowClient, run_id: str, reason: str, status: str = "FAILED") -> list[str]:
+    """End every RUNNING run of the pipeline tree that holds ``run_id``: from its root run
+    down through the stage runs (trial runs are written whole and never stay RUNNING).
+    Each gets ``mlcycle.error`` = ``reason`` (unless it has an error already) and the
+    closer's owner token. Returns the ids ended."""
+    run = client.get_run(run_id)
+    seen = {run.info.run_id}
+    while (parent := run.data.tags.get(PARENT_TAG)) and parent not in seen:
+        seen.add(parent)
+        try:
+            run = client.get_run(parent)
+        except mlflow.exceptions.MlflowException:
+            break  # the parent was deleted: this run is the top of what is left
+    closed: list[str] = []
+    frontier = [run]
+    while frontier:
+        current = frontier.pop()
+        if current.info.status == "RUNNING":
+            tags = {CLOSED_TAG: owner_token()}
+            if ERROR_TAG not in current.data.tags:
+                tags[ERROR_TAG] = reason[:5000]
+            client.log_batch(current.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            client.set_terminated(current.info.run_id, status=status)
+            closed.append(current.info.run_id)
+        if current.data.tags.get(KIND_TAG) in ("pipeline", "stage", None):
+            frontier.extend(
+                r for r in runs_of(client, current.info.experiment_id, current.info.run_id)
+                if r.data.tags.get(KIND_TAG) != "trial" or r.info.status == "RUNNING"
+            )
+    return closed
+
+
+def close_stale_runs(client: MlflowClient, runs: list, reason: str) -> tuple[list[str], list[str]]:
+    """For each RUNNING run whose owner process is certainly gone (same host, pid dead),
+    end its whole tree FAILED (``close_run_tree``). Returns (ids ended, ids left RUNNING
+    because their owner runs elsewhere or is unknown)."""
+    closed: list[str] = []
+    unknown: list[str] = []
+    for run in runs:
+        if run.info.status != "RUNNING" or run.info.run_id in closed:
+            continue
+        owner = run.data.tags.get(OWNER_TAG)
+        if owner_is_dead(owner) is True:
+            closed.extend(close_run_tree(client, run.info.run_id, f"{reason} (owner {owner} is gone)"))
+        elif owner_is_dead(owner) is None:
+            unknown.append(run.info.run_id)
+    return closed, unknown
+
+
 # --------------------------------------------------------------------------- lineage
 def git_state(root: Path) -> dict[str, str]:
     """Commit and dirty flag of the checkout at ``root`` ("unknown" outside git)."""
@@ -287,6 +346,17 @@ def runs_of(client: MlflowClient, experiment_id: str, parent_run_id: str) -> lis
 
 
 # --------------------------------------------------------------------------- artifacts
+def log_artifact_files(paths: list[Path], folder: str) -> None:
+    """Files as artifacts of the active run, under ``folder``."""
+    for path in paths:
+        mlflow.log_artifact(str(path), folder)
+
+
+def download_artifact(run_id: str, path: str, dst: Path) -> Path:
+    """One artifact of a run, downloaded into ``dst``."""
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))
+
+
 def log_artifact_dict(obj: dict, path: str) -> None:
     """A JSON/YAML artifact on the active run."""
     mlflow.log_dict(obj, path)
