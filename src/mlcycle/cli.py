@@ -15,6 +15,7 @@ USAGE = """usage: mlcycle <command> [args...]
 commands:
   train [overrides...]     run the pipeline (Hydra overrides; -m for a multirun sweep)
   generate-data            write the default e-commerce dataset to a CSV file
+  tune-worker              join a tuning study from another process or machine
 
 Run 'mlcycle <command> --help' for a command's options; 'mlcycle train --help' shows the
 configuration groups. Examples:
@@ -27,6 +28,7 @@ configuration groups. Examples:
 COMMANDS: dict[str, str] = {
     "train": "mlcycle.commands.train:main",
     "generate-data": "mlcycle.commands.generate_data:main",
+    "tune-worker": "mlcycle.commands.tune_worker:main",
 }
 
 

@@ -336,18 +336,20 @@ def work(
     objective: Objective,
     search: Search,
     *,
-    quota: Quota | None,
+    quota: Quota | None = None,
+    shared: bool = False,
     deadline: float | None = None,
     on_trial: Callable[[TrialResult], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> WorkerStats:
     """Run trials until the study reaches ``search.n_trials`` finished trials.
 
-    With a ``quota`` the slots are counted in memory (exact; the storage is this
-    invocation's alone). Without one the storage is shared with workers elsewhere: the loop
-    counts trials in the storage before each trial (a race may add a few extra trials), and
-    when the last trials are running elsewhere it waits for them, failing stale ones so
-    that their retries run here.
+    A ``quota`` counts slots in memory: exact, and enough when the storage is this
+    invocation's alone. A ``shared`` storage may have workers elsewhere: before each trial
+    the loop counts the study's trials in the storage (a race between workers may add a
+    few extra trials), and when the last trials are running elsewhere it waits for them,
+    failing stale ones so that their retries run here. Both may apply (a worker told to
+    run at most N trials of a shared study).
     """
     token = owner_token()
     persistent = search.storage is not None
@@ -414,7 +416,7 @@ def work(
             break
         if deadline is not None and time.time() >= deadline:
             break
-        if quota is None:
+        if shared:
             now = counts(study)
             if now.done >= search.n_trials:
                 break
@@ -424,7 +426,7 @@ def work(
                 fail_stale_trials(study)
                 time.sleep(POLL_SECONDS)
                 continue
-        elif not quota.claim():
+        if quota is not None and not quota.claim():
             break
         try:
             study.optimize(fn, n_trials=1, catch=(Exception,), callbacks=[callback])
@@ -454,6 +456,7 @@ def optimize(
     parallel: str = "process",
     on_trial: Callable[[TrialResult], None] | None = None,
     on_start: Callable[[Counts, int], None] | None = None,
+    max_trials: int | None = None,
 ) -> StudyResult:
     """Create or resume the study, run this invocation's trials, summarise the study.
 
@@ -462,12 +465,14 @@ def optimize(
     connection is inherited); their results come back over a queue and reach ``on_trial``
     in this process. In-memory storage cannot be shared by processes, so it becomes a
     journal file in a temporary folder for the duration. ``on_start(counts, slots)`` is
-    called once the study is open (for a progress bar).
+    called once the study is open (for a progress bar). ``max_trials`` caps the trials
+    this invocation runs (a ``tune-worker``'s share).
     """
     started = time.time()
     deadline = started + search.timeout if search.timeout else None
     with contextlib.ExitStack() as stack:
-        if n_jobs > 1 and parallel == "process" and not search.storage:
+        temporary = n_jobs > 1 and parallel == "process" and not search.storage
+        if temporary:
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="mlcycle-study-"))
             search = replace(search, storage=f"journal:///{folder.lstrip('/')}/study.log")
             shared = False
@@ -479,22 +484,29 @@ def optimize(
         reap_dead_trials(study, search.max_retry)  # a crashed earlier attempt on this host
         before = counts(study)
         slots = max(0, search.n_trials - before.done - before.running)
-        quota = None if shared else Quota(slots)
+        if max_trials is not None:
+            slots = min(slots, max_trials)
+        quota = Quota(slots) if not shared or max_trials is not None else None
         if on_start is not None:
             on_start(before, slots)
         stack.enter_context(_thread_limits(n_jobs))
         if n_jobs == 1:
-            stats = [work(study, objective, search, quota=quota, deadline=deadline, on_trial=on_trial)]
+            stats = [work(study, objective, search, quota=quota, shared=shared, deadline=deadline, on_trial=on_trial)]
         elif parallel == "thread":
             with ThreadPoolExecutor(n_jobs, thread_name_prefix="mlcycle-trial") as pool:
                 futures = [
-                    pool.submit(work, study, objective, search, quota=quota, deadline=deadline, on_trial=on_trial)
+                    pool.submit(work, study, objective, search, quota=quota, shared=shared, deadline=deadline, on_trial=on_trial)
                     for _ in range(n_jobs)
                 ]
                 stats = [f.result() for f in futures]
         else:
-            stats = _in_processes(study, objective, search, n_jobs, quota, deadline, on_trial)
-        return summarize(study, before.done, stats)
+            stats = _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial)
+        result = summarize(study, before.done, stats)
+        if temporary:  # the journal file goes with its folder: keep the study in memory
+            memory = optuna.storages.InMemoryStorage()
+            optuna.copy_study(from_study_name=search.study_name, from_storage=open_storage(search), to_storage=memory)
+            result = replace(result, study=optuna.load_study(study_name=search.study_name, storage=memory))
+        return result
 
 
 def summarize(study: optuna.Study, n_before: int, stats: list[WorkerStats]) -> StudyResult:
@@ -540,14 +552,14 @@ class _WorkerFailed:
     message: str
 
 
-def _in_processes(study, objective, search, n_jobs, quota, deadline, on_trial) -> list[WorkerStats]:
+def _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial) -> list[WorkerStats]:
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     quota_value = quota.value if quota is not None else None
     procs = [
         ctx.Process(
             target=_process_main,
-            args=(objective, search, index, quota_value, deadline, results, os.getpid(), _threads_per_job(n_jobs)),
+            args=(objective, search, index, quota_value, shared, deadline, results, os.getpid(), _threads_per_job(n_jobs)),
             name=f"mlcycle-tune-{index}",
             daemon=True,
         )
@@ -559,7 +571,7 @@ def _in_processes(study, objective, search, n_jobs, quota, deadline, on_trial) -
         for proc in procs:
             proc.start()
         drainer.start()
-        own = work(study, objective, search, quota=quota, deadline=deadline, on_trial=on_trial)
+        own = work(study, objective, search, quota=quota, shared=shared, deadline=deadline, on_trial=on_trial)
         for proc in procs:
             proc.join()
         drainer.join()
@@ -595,7 +607,7 @@ def _drain(results, procs, finished: list, on_trial) -> None:
             finished.append(item)
 
 
-def _process_main(objective, search, index, quota_value, deadline, results, parent_pid, threads) -> None:
+def _process_main(objective, search, index, quota_value, shared, deadline, results, parent_pid, threads) -> None:
     """A spawned worker: open the study, run trials, send results and stats back."""
 
     def terminate(signum, frame):
@@ -610,7 +622,7 @@ def _process_main(objective, search, index, quota_value, deadline, results, pare
             study = load_study(search, objective, worker_index=index)
             quota = Quota(0, quota_value) if quota_value is not None else None
             stats = work(
-                study, objective, search, quota=quota, deadline=deadline, on_trial=results.put,
+                study, objective, search, quota=quota, shared=shared, deadline=deadline, on_trial=results.put,
                 should_stop=lambda: os.getppid() != parent_pid,  # the parent died: stop
             )
         results.put(stats)
@@ -695,7 +707,8 @@ def study_figures(study: optuna.Study, seed: int) -> tuple[dict, dict[str, float
     ax.legend(loc="best")
     figures["optimization_history.png"] = fig
 
-    varying = [p for p in complete[0].params if len({repr(t.params.get(p)) for t in complete}) > 1]
+    names = list(dict.fromkeys(p for t in complete for p in t.params))
+    varying = [p for p in names if len({repr(t.params.get(p)) for t in complete if p in t.params}) > 1]
     if len(complete) >= 2 and varying:
         try:
             with warnings.catch_warnings():
