@@ -457,6 +457,7 @@ def optimize(
     on_trial: Callable[[TrialResult], None] | None = None,
     on_start: Callable[[Counts, int], None] | None = None,
     max_trials: int | None = None,
+    worker_seed: int = 0,
 ) -> StudyResult:
     """Create or resume the study, run this invocation's trials, summarise the study.
 
@@ -466,7 +467,8 @@ def optimize(
     in this process. In-memory storage cannot be shared by processes, so it becomes a
     journal file in a temporary folder for the duration. ``on_start(counts, slots)`` is
     called once the study is open (for a progress bar). ``max_trials`` caps the trials
-    this invocation runs (a ``tune-worker``'s share).
+    this invocation runs (a ``tune-worker``'s share). ``worker_seed`` offsets the sampler
+    seeds, so that independent workers on one study do not draw the same points.
     """
     started = time.time()
     deadline = started + search.timeout if search.timeout else None
@@ -480,10 +482,13 @@ def optimize(
             shared = is_shared(search.storage)
         # Created once, before any worker starts (concurrent first-time schema creation
         # crashes workers on a fresh database).
-        study = load_study(search, objective, create=True)
+        study = load_study(search, objective, worker_index=worker_seed, create=True)
         reap_dead_trials(study, search.max_retry)  # a crashed earlier attempt on this host
+        fail_stale_trials(study)  # ... or anywhere, once its heartbeat is old enough
         before = counts(study)
-        slots = max(0, search.n_trials - before.done - before.running)
+        # A storage of this invocation's own has nobody else running trials: its RUNNING
+        # trials are stale (their heartbeats will fail them) and take no slot.
+        slots = max(0, search.n_trials - before.done - (before.running if shared else 0))
         if max_trials is not None:
             slots = min(slots, max_trials)
         quota = Quota(slots) if not shared or max_trials is not None else None
@@ -500,7 +505,7 @@ def optimize(
                 ]
                 stats = [f.result() for f in futures]
         else:
-            stats = _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial)
+            stats = _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial, worker_seed)
         result = summarize(study, before.done, stats)
         if temporary:  # the journal file goes with its folder: keep the study in memory
             memory = optuna.storages.InMemoryStorage()
@@ -552,14 +557,14 @@ class _WorkerFailed:
     message: str
 
 
-def _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial) -> list[WorkerStats]:
+def _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial, worker_seed) -> list[WorkerStats]:
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     quota_value = quota.value if quota is not None else None
     procs = [
         ctx.Process(
             target=_process_main,
-            args=(objective, search, index, quota_value, shared, deadline, results, os.getpid(), _threads_per_job(n_jobs)),
+            args=(objective, search, worker_seed + index, quota_value, shared, deadline, results, os.getpid(), _threads_per_job(n_jobs)),
             name=f"mlcycle-tune-{index}",
             daemon=True,
         )

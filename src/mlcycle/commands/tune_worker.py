@@ -53,6 +53,13 @@ def main(argv: list[str]) -> int:
         return exc.exit_code
 
 
+def _worker_seed() -> int:
+    """A seed offset of this worker's own: workers seeded alike would draw the same trials."""
+    import secrets
+
+    return 1000 + secrets.randbelow(2**30)
+
+
 def _optional_int(text: str) -> int | None:
     """An int, or None for "" (`mlflow run` passes an empty parameter as '')."""
     return int(text) if text.strip() else None
@@ -140,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         result = tuning.optimize(
             objective, search, n_jobs=args.n_jobs, parallel=args.parallel, on_trial=on_trial,
             on_start=lambda before, slots: progress.start(slots, before.done), max_trials=args.max_trials,
+            worker_seed=_worker_seed(),
         )
     finally:
         progress.close()
