@@ -57,6 +57,17 @@ def prepare_state(cfg):
     )
 
 
+def limit_threads(threads: int | None) -> None:
+    """Cap BLAS/OpenMP threads for the whole run (this process; spawned workers inherit
+    the environment variables)."""
+    if threads:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(threads)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads)
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -25,7 +25,7 @@ import os
 import time
 from pathlib import Path
 
-from _common import compose, median, mlflow_server, prepare_state, temp_folder
+from _common import compose, limit_threads, median, mlflow_server, prepare_state, temp_folder
 
 MODELS = {
     "hist_gradient_boosting": "HGB (~2 s trials)",
@@ -39,7 +39,13 @@ def bare(cfg, state) -> dict:
     import optuna
 
     from mlcycle.evaluation import greater_is_better, primary_metric
-    from mlcycle.modeling import build_estimator, cv_splitter, estimator_spec, iter_fold_scores, prepare_folds
+    from mlcycle.modeling import (
+        build_estimator,
+        cv_splitter,
+        estimator_spec,
+        iter_fold_scores,
+        prepare_folds,
+    )
     from mlcycle.tuning import suggest
 
     schema = state.schema
@@ -90,7 +96,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="cap BLAS/OpenMP threads per process (on an overloaded machine, 2 spinning threads per trial can run 10x slower than 1)",
+    )
     args = parser.parse_args()
+    limit_threads(args.threads)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
     with temp_folder() as tmp, mlflow_server(Path(tmp)) as http:

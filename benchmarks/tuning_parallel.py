@@ -15,7 +15,7 @@ import argparse
 import os
 import time
 
-from _common import compose, median, prepare_state
+from _common import compose, limit_threads, median, prepare_state
 
 
 def objective_of(cfg, state):
@@ -36,7 +36,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--models", nargs="+", default=["hist_gradient_boosting", "logistic_regression"])
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="cap BLAS/OpenMP threads per process (on an overloaded machine, 2 spinning threads per trial can run 10x slower than 1)",
+    )
     args = parser.parse_args()
+    limit_threads(args.threads)
     from mlcycle.tuning import Search, optimize
 
     cores = len(os.sched_getaffinity(0))

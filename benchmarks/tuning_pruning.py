@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from _common import compose, median, prepare_state
+from _common import compose, limit_threads, median, prepare_state
 from tuning_parallel import objective_of
 
 
-def run(objective, trials: int, pruner: str, seed: int, maximize: bool) -> tuple[list[tuple[float, float]], int]:
+def run(objective, trials: int, pruner: str, seed: int, maximize: bool, startup: int) -> tuple[list[tuple[float, float]], int]:
     """(cpu seconds so far, best so far) after each trial, and the number pruned."""
     from mlcycle.tuning import Search, optimize
 
@@ -32,7 +32,7 @@ def run(objective, trials: int, pruner: str, seed: int, maximize: bool) -> tuple
             best[0] = result.value
         trace.append((time.process_time() - start, best[0]))
 
-    search = Search(study_name=f"prune-{pruner}-{seed}", n_trials=trials, pruner=pruner, pruner_startup_trials=5, seed=seed)
+    search = Search(study_name=f"prune-{pruner}-{seed}", n_trials=trials, pruner=pruner, pruner_startup_trials=startup, seed=seed)
     result = optimize(objective, search, on_trial=on_trial)
     return trace, result.counts.pruned
 
@@ -51,14 +51,20 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--pruner", default="median", choices=["median", "successive_halving", "hyperband"])
+    parser.add_argument("--startup", type=int, default=5, help="median pruner: trials before pruning starts")
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="cap BLAS/OpenMP threads per process (on an overloaded machine, 2 spinning threads per trial can run 10x slower than 1)",
+    )
     args = parser.parse_args()
+    limit_threads(args.threads)
     cfg = compose([f"data.n_rows={args.rows}", f"tune.cv_folds={args.folds}"])
     objective = objective_of(cfg, prepare_state(cfg))
     maximize = objective.direction == "maximize"
     savings, totals = [], []
     for seed in range(args.seeds):
-        plain, _ = run(objective, args.trials, "none", seed, maximize)
-        pruned, n_pruned = run(objective, args.trials, args.pruner, seed, maximize)
+        plain, _ = run(objective, args.trials, "none", seed, maximize, args.startup)
+        pruned, n_pruned = run(objective, args.trials, args.pruner, seed, maximize, args.startup)
         target = plain[-1][1] - 0.002 if maximize else plain[-1][1] + 0.002
         cpu_plain, cpu_pruned = first_reaching(plain, target, maximize), first_reaching(pruned, target, maximize)
         totals.append(1 - pruned[-1][0] / plain[-1][0])

@@ -12,7 +12,6 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
-
 from tests.conftest import TINY, subprocess_env
 
 
