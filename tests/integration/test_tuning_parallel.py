@@ -12,8 +12,8 @@ from mlcycle import pipeline
 from mlcycle.liveness import owner_token
 
 TUNE_ONLY = "stages=[ingest,preprocess,features,tune]"
-# ~1 s per trial here: long enough for a spawned worker to start while trials remain
-SLOWER = ["model=random_forest", "model.classifier.params.n_estimators=60"]
+# ~1 s per trial: the study outlasts the few seconds a spawned worker takes to start
+SLOWER = ["model=random_forest", "model.classifier.params.n_estimators=150"]
 
 
 def children(client, run_id, experiment_id):
