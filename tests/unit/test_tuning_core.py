@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import optuna
@@ -85,7 +86,7 @@ def test_resume_counts_finished_trials_toward_the_target(tmp_path):
     assert (first.n_before, first.n_run, first.counts.done) == (0, 3, 3)
     again = tuning.optimize(small_objective(), search)  # target reached: nothing to do
     assert (again.n_before, again.n_run, again.counts.done) == (3, 0, 3)
-    more = tuning.optimize(small_objective(), tuning.Search(**{**search.__dict__, "n_trials": 5}))
+    more = tuning.optimize(small_objective(), replace(search, n_trials=5))
     assert (more.n_before, more.n_run, more.counts.done) == (3, 2, 5)
     assert [t.number for t in more.study.trials] == [0, 1, 2, 3, 4]
 

@@ -18,6 +18,7 @@ import signal
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from mlcycle.errors import MlcycleError
@@ -127,10 +128,9 @@ def run(args: argparse.Namespace) -> int:
         objective = tuning.objective_from_description(description, pd.read_parquet(train_path))
     prepared = time.perf_counter() - started
 
-    settings = dict(description["search"])
-    search = tuning.Search(**{**settings, "storage": storage, "timeout": args.timeout})
+    search = replace(tuning.Search(**description["search"]), storage=storage, timeout=args.timeout)
     if args.n_trials is not None:
-        search = tuning.Search(**{**search.__dict__, "n_trials": args.n_trials})
+        search = replace(search, n_trials=args.n_trials)
     try:
         tuning.load_study(search, objective)  # must exist: never start a new study by accident
     except ValueError as exc:

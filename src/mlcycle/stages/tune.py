@@ -18,7 +18,7 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from sklearn.base import clone
@@ -223,7 +223,7 @@ def _log_objective(frame, description: dict, search: Search) -> None:
         description = {
             **description,
             "train_sha256": hashlib.sha256(train_path.read_bytes()).hexdigest(),
-            "search": {k: v for k, v in search.__dict__.items() if k != "storage"},
+            "search": {k: v for k, v in asdict(search).items() if k != "storage"},
         }
         objective_path = Path(tmp) / OBJECTIVE_FILE
         objective_path.write_text(json.dumps(description, indent=1, default=str))
