@@ -27,8 +27,17 @@ def test_draws_counts_and_best_in_a_real_terminal():
         for state, value in [("COMPLETE", 0.71), ("PRUNED", None), ("COMPLETE", 0.69), ("FAIL", None)]:
             bar.update(state, value)
         bar.close()
-    text = os.read(leader, 65536).decode()
+    chunks = []
+    while True:  # a pty delivers in pieces; after the writer closed, read until EIO/EOF
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
     os.close(leader)
+    text = b"".join(chunks).decode()
     last = text.strip().split("\r")[-1]
     assert "tune [##########] 4/4" in last
     assert "ok 2  pruned 1  failed 1  best 0.7100" in last
