@@ -10,7 +10,6 @@ import sys
 import time
 
 import optuna
-import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 from tests.conftest import TINY, subprocess_env
@@ -20,7 +19,6 @@ from mlcycle import pipeline
 N_TRIALS = 12
 
 
-@pytest.mark.slow
 def test_killed_study_resumes_and_stale_runs_are_closed(tiny_cfg, store, tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     overrides = [

@@ -9,13 +9,11 @@ import sys
 import time
 
 import optuna
-import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 from tests.conftest import TINY, subprocess_env
 
 
-@pytest.mark.slow
 def test_sigterm_stops_worker_processes_and_leaves_nothing_running(store, tmp_path):
     journal = f"journal://{tmp_path / 'study.log'}"
     proc = subprocess.Popen(
