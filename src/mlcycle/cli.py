@@ -23,6 +23,7 @@ commands:
   predict                  batch-score a CSV/Parquet file with the champion (or any model URI)
   reproduce <model|run>    rerun a registered version's (or run's) pipeline from its lineage
                            and check that its test metrics match exactly
+  tune-worker              join a tuning study from another process or machine
 
 Run 'mlcycle <command> --help' for a command's options; 'mlcycle train --help' shows the
 configuration groups. Examples:
@@ -46,6 +47,7 @@ COMMANDS: dict[str, str] = {
     "models": "mlcycle.commands.models:main",
     "predict": "mlcycle.commands.predict:main",
     "reproduce": "mlcycle.commands.reproduce:main",
+    "tune-worker": "mlcycle.commands.tune_worker:main",
 }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcycle.errors import ConfigError
+from mlcycle.masking import mask_uri
 
 STAGES = ("ingest", "preprocess", "features", "tune", "train", "evaluate", "register")
 
@@ -106,13 +107,35 @@ class ModelConfig:
     regressor: EstimatorSpec = field(default_factory=EstimatorSpec)
 
 
+SAMPLERS = ("tpe", "random", "cmaes", "qmc")
+PRUNERS = ("none", "median", "successive_halving", "hyperband")
+
+
+class Parallel(Enum):
+    thread = "thread"  # n_jobs threads in this process
+    process = "process"  # n_jobs processes (this one + n_jobs - 1 spawned workers)
+
+
 @dataclass
 class TuneConfig:
-    n_trials: int = 20
+    n_trials: int = 20  # target for the whole study: finished trials of earlier attempts count
     timeout: float | None = None  # seconds; stops starting new trials after it
     cv_folds: int = 3
-    sampler: str = "tpe"
+    sampler: str = "tpe"  # one of SAMPLERS
     seed: int = "${seed}"  # type: ignore[assignment]
+    pruner: str = "none"  # one of PRUNERS; fed by the mean score over the folds so far
+    pruner_startup_trials: int = 5  # trials that finish before any is pruned
+    n_jobs: int = 1  # trials in parallel in this invocation
+    parallel: Parallel = Parallel.process
+    # Optuna storage: null = in memory; sqlite:///file.db (one process, resumable);
+    # journal:///file.log (processes on one machine); postgresql+psycopg2://... (many machines)
+    storage: str | None = None
+    study_name: str | None = None  # null: <experiment>-<model>-<hash of the search definition>
+    heartbeat_interval: int = 10  # seconds, RDB storages: a trial silent for grace_period is FAIL
+    grace_period: int = 30
+    max_retry: int = 2  # times a trial whose worker died is run again
+    progress_bar: bool = True  # drawn only when stderr is a terminal
+    plots: bool = True  # optimization history and parameter importances on the tune run
 
 
 @dataclass
@@ -283,6 +306,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"tune.n_trials must be at least 1, got {cfg.tune.n_trials}")
     if cfg.tune.cv_folds < 2:
         raise ConfigError(f"tune.cv_folds must be at least 2, got {cfg.tune.cv_folds}")
+    validate_tune(cfg.tune)
     if cfg.preprocess.impute_numeric not in ("median", "mean"):
         raise ConfigError(
             f"preprocess.impute_numeric must be median or mean, got {cfg.preprocess.impute_numeric!r}"
@@ -342,6 +366,41 @@ def from_resolved(resolved: dict[str, Any]) -> Config:
     assert isinstance(typed, Config)
     validate(typed)
     return typed
+
+
+# Optuna storages mlcycle accepts (tuning.open_storage opens them).
+STORAGE_SCHEMES = ("sqlite:///", "journal:///", "postgresql", "mysql")
+
+
+def validate_tune(tune: TuneConfig) -> None:
+    """The tune group's checks, also used by ``mlcycle tune-worker``."""
+    if tune.sampler not in SAMPLERS:
+        raise ConfigError(f"tune.sampler must be one of {list(SAMPLERS)}, got {tune.sampler!r}")
+    if tune.pruner not in PRUNERS:
+        raise ConfigError(f"tune.pruner must be one of {list(PRUNERS)}, got {tune.pruner!r}")
+    if tune.n_jobs < 1:
+        raise ConfigError(f"tune.n_jobs must be at least 1, got {tune.n_jobs}")
+    if tune.timeout is not None and tune.timeout <= 0:
+        raise ConfigError(f"tune.timeout must be positive seconds or null, got {tune.timeout}")
+    if tune.heartbeat_interval < 1 or tune.grace_period <= tune.heartbeat_interval:
+        raise ConfigError(
+            "tune.heartbeat_interval must be >= 1 and tune.grace_period larger than it, got "
+            f"{tune.heartbeat_interval} and {tune.grace_period}"
+        )
+    if tune.max_retry < 0:
+        raise ConfigError(f"tune.max_retry must be >= 0, got {tune.max_retry}")
+    storage = tune.storage or ""
+    if storage and not storage.startswith(STORAGE_SCHEMES):
+        raise ConfigError(
+            f"tune.storage {mask_uri(storage)!r}: use sqlite:///file.db, journal:///file.log or a "
+            "PostgreSQL/MySQL URL (postgresql+psycopg2://user@host/db)"
+        )
+    if storage.startswith("sqlite:") and tune.n_jobs > 1 and tune.parallel is Parallel.process:
+        raise ConfigError(
+            f"tune.storage {storage!r} is sqlite, which several processes must not share "
+            f"(tune.n_jobs={tune.n_jobs} with tune.parallel=process); use tune.parallel=thread, "
+            "a journal file (tune.storage=journal:///path/study.log) or PostgreSQL"
+        )
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, str]:

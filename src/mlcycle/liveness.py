@@ -81,3 +81,21 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return ""
+
+
+# A run's owner as one string, for places that hold a single value (Optuna trial attributes):
+# "host:pid:start". The start stamp holds no ':' (a boot id and clock ticks).
+def owner_token() -> str:
+    """This process as ``host:pid:start``."""
+    owner = current()
+    return f"{owner.host}:{owner.pid}:{owner.start}"
+
+
+def owner_is_dead(token: str | None) -> bool | None:
+    """True when ``token``'s process is certainly gone, False when it runs, None when this
+    host cannot tell (another host, or no token)."""
+    parts = token.rsplit(":", 2) if token else []
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    alive = is_alive(Owner(parts[0], int(parts[1]), parts[2]))
+    return None if alive is None else not alive

@@ -5,12 +5,15 @@
   (a child created with an explicit parent id, never via ``nested=True``: see DESIGN.md);
 * ``RunLog``: params/metrics/tags buffered and sent in one ``log_batch`` per run;
 * ``TrialWriter``: a background thread that writes trial runs off the trial's critical path;
-* lineage tags (git commit, package version, config fingerprint).
+* lineage tags (git commit, package version, config fingerprint);
+* stale runs: every pipeline and stage run carries its owner process (``mlcycle.owner``);
+  ``close_stale_runs`` / ``close_run_tree`` end the runs a SIGKILLed process left RUNNING.
 
 Runs always end: FINISHED, FAILED (error message as a tag) or KILLED (SIGTERM). Root and
 stage runs carry their owner process as tags (``liveness``) so that runs left RUNNING by a
 killed process can be found and closed (``stale``); every run carries a create token so that
 duplicates from a retried ``runs/create`` are removed (``idempotent``).
+After a SIGKILL, the next run that finds them (a resumed study) ends them FAILED too.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ RUN_NAME_TAG = "mlflow.runName"
 ERROR_TAG = "mlcycle.error"
 STAGE_TAG = "mlcycle.stage"
 KIND_TAG = "mlcycle.run_kind"  # pipeline | stage | trial
+STUDY_TAG = "mlcycle.study_name"  # on tune runs: the Optuna study they worked on
+CLOSED_TAG = "mlcycle.closed_stale_by"  # who ended a run its dead owner left RUNNING
 MAX_PARAM_LENGTH = 6000
 
 
@@ -277,6 +282,57 @@ class TrialWriter:
         self.written.append(run_id)
 
 
+# --------------------------------------------------------------------------- stale runs
+def close_run_tree(client: MlflowClient, run_id: str, reason: str, status: str = "FAILED") -> list[str]:
+    """End every RUNNING run of the pipeline tree that holds ``run_id``: from its root run
+    down through the stage runs (trial runs are written whole and never stay RUNNING).
+    Each gets ``mlcycle.error`` = ``reason`` (unless it has an error already) and the
+    closer's owner token. Returns the ids ended."""
+    run = client.get_run(run_id)
+    seen = {run.info.run_id}
+    while (parent := run.data.tags.get(PARENT_TAG)) and parent not in seen:
+        seen.add(parent)
+        try:
+            run = client.get_run(parent)
+        except mlflow.exceptions.MlflowException:
+            break  # the parent was deleted: this run is the top of what is left
+    closed: list[str] = []
+    frontier = [run]
+    while frontier:
+        current = frontier.pop()
+        if current.info.status == "RUNNING":
+            tags = {CLOSED_TAG: liveness.owner_token()}
+            if ERROR_TAG not in current.data.tags:
+                tags[ERROR_TAG] = reason[:5000]
+            client.log_batch(current.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            client.set_terminated(current.info.run_id, status=status)
+            closed.append(current.info.run_id)
+        if current.data.tags.get(KIND_TAG) in ("pipeline", "stage", None):
+            frontier.extend(
+                r for r in runs_of(client, current.info.experiment_id, current.info.run_id)
+                if r.data.tags.get(KIND_TAG) != "trial" or r.info.status == "RUNNING"
+            )
+    return closed
+
+
+def close_stale_runs(client: MlflowClient, runs: list, reason: str) -> tuple[list[str], list[str]]:
+    """For each RUNNING run whose owner process is certainly gone (same host, pid dead),
+    end its whole tree FAILED (``close_run_tree``). Returns (ids ended, ids left RUNNING
+    because their owner runs elsewhere or is unknown)."""
+    closed: list[str] = []
+    unknown: list[str] = []
+    for run in runs:
+        if run.info.status != "RUNNING" or run.info.run_id in closed:
+            continue
+        owner = liveness.from_tags(run.data.tags)
+        alive = liveness.is_alive(owner) if owner is not None else None
+        if alive is False:
+            closed.extend(close_run_tree(client, run.info.run_id, f"{reason} ({owner.describe()} is gone)"))
+        elif alive is None:
+            unknown.append(run.info.run_id)
+    return closed, unknown
+
+
 # --------------------------------------------------------------------------- lineage
 def git_state(root: Path) -> dict[str, str]:
     """Commit and dirty flag of the checkout at ``root`` ("unknown" outside git)."""
@@ -293,11 +349,18 @@ def git_state(root: Path) -> dict[str, str]:
     return {"git_commit": commit, "git_dirty": str(bool(status)).lower()}
 
 
+def runs_of(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
+    """Direct children of a run, oldest first."""
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=5000
+    )
+    return sorted(runs, key=lambda r: r.info.start_time)
+
+
 def fingerprint(obj: Any) -> str:
     """Stable hash of a JSON-serialisable object (a resolved config section, ...)."""
     payload = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(payload).hexdigest()[:16]
-
 
 
 def stage_run_id(client: MlflowClient, experiment_id: str, root_run_id: str, stage: str) -> str | None:
@@ -311,6 +374,17 @@ def stage_run_id(client: MlflowClient, experiment_id: str, root_run_id: str, sta
 
 
 # --------------------------------------------------------------------------- artifacts
+def log_artifact_files(paths: list[Path], folder: str) -> None:
+    """Files as artifacts of the active run, under ``folder``."""
+    for path in paths:
+        mlflow.log_artifact(str(path), folder)
+
+
+def download_artifact(run_id: str, path: str, dst: Path) -> Path:
+    """One artifact of a run, downloaded into ``dst``."""
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))
+
+
 def log_artifact_dict(obj: dict, path: str) -> None:
     """A JSON/YAML artifact on the active run, keys in their order.
 

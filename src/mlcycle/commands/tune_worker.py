@@ -1,0 +1,165 @@
+"""``mlcycle tune-worker``: join a running (or finished) study from another process or machine.
+
+The tune stage of a pipeline with a shared ``tune.storage`` (PostgreSQL, or a journal file
+on one machine) logs what a worker needs on its tune run: the training rows and the
+objective. A worker downloads them, rebuilds the same CV folds, and runs trials until the
+study has ``n_trials`` finished trials; every trial is logged as a child run of that tune
+run. Start as many as you like, on as many machines as can reach the storage and the
+tracking server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from mlcycle.errors import MlcycleError
+
+STORAGE_ENV = "MLCYCLE_TUNE_STORAGE"
+
+
+class WorkerError(MlcycleError):
+    """The worker cannot join: bad storage, unknown run, missing artifacts."""
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mlcycle tune-worker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tune-run-id", required=True, help="the tune stage run whose study to join")
+    parser.add_argument(
+        "--storage", default=None,
+        help=f"the study's storage URL (default: ${STORAGE_ENV}); keep passwords in PGPASSWORD or ~/.pgpass",
+    )
+    parser.add_argument("--n-trials", type=_optional_int, default=None, help="study target (default: the tune run's n_trials)")
+    parser.add_argument("--max-trials", type=_optional_int, default=None, help="run at most this many trials here")
+    parser.add_argument("--n-jobs", type=int, default=1, help="trials in parallel on this machine")
+    parser.add_argument("--parallel", choices=("process", "thread"), default="process")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds; no new trial starts after it")
+    parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else the project's store")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    # "" is what `mlflow run` passes for an empty parameter: fall back to the variable
+    args.storage = args.storage or os.environ.get(STORAGE_ENV) or None
+    try:
+        return run(args)
+    except MlcycleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _worker_seed() -> int:
+    """A seed offset of this worker's own: workers seeded alike would draw the same trials."""
+    import secrets
+
+    return 1000 + secrets.randbelow(2**30)
+
+
+def _optional_int(text: str) -> int | None:
+    """An int, or None for "" (`mlflow run` passes an empty parameter as '')."""
+    return int(text) if text.strip() else None
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlcycle.masking import mask_uri
+
+    storage = args.storage
+    if not storage:
+        raise WorkerError(f"no storage: pass --storage or set {STORAGE_ENV}")
+    if storage.startswith("sqlite:"):
+        raise WorkerError(
+            f"{storage}: sqlite cannot be shared between processes; run the study on PostgreSQL "
+            "(tune.storage=postgresql+psycopg2://...) or, on one machine, a journal file (journal:///path)"
+        )
+    from mlcycle.tuning import is_shared
+
+    if not is_shared(storage):
+        raise WorkerError(f"{mask_uri(storage)}: not a storage workers can share (PostgreSQL, MySQL or journal:///path)")
+    for name, value in (("--n-trials", args.n_trials), ("--max-trials", args.max_trials), ("--n-jobs", args.n_jobs)):
+        if value is not None and value < 1:
+            raise WorkerError(f"{name} must be at least 1, got {value}")
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")  # the running trial ends FAIL, runs get written
+
+    signal.signal(signal.SIGTERM, terminate)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from mlcycle import tracking, tuning
+    from mlcycle.config import project_root
+    from mlcycle.evaluation import greater_is_better
+    from mlcycle.progress import TrialProgress
+    from mlcycle.stages.tune import ARTIFACT_DIR, OBJECTIVE_FILE, TRAIN_FILE, trial_record
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    try:
+        tune_run = client.get_run(args.tune_run_id)
+    except mlflow.exceptions.MlflowException:
+        raise WorkerError(f"tune run {args.tune_run_id!r} not found in {mask_uri(uri)}") from None
+    if tune_run.data.tags.get(tracking.STAGE_TAG) != "tune":
+        raise WorkerError(f"run {args.tune_run_id} is not a tune stage run")
+    if tune_run.data.params.get("storage", "memory") == "memory":
+        raise WorkerError(f"tune run {args.tune_run_id} kept its study in memory; nothing to join")
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mlcycle-worker-") as tmp:
+        try:
+            objective_path = tracking.download_artifact(args.tune_run_id, f"{ARTIFACT_DIR}/{OBJECTIVE_FILE}", Path(tmp))
+            train_path = tracking.download_artifact(args.tune_run_id, f"{ARTIFACT_DIR}/{TRAIN_FILE}", Path(tmp))
+        except (OSError, mlflow.exceptions.MlflowException) as exc:
+            raise WorkerError(f"tune run {args.tune_run_id} has no objective to share ({exc})") from None
+        description = json.loads(objective_path.read_text())
+        if hashlib.sha256(train_path.read_bytes()).hexdigest() != description["train_sha256"]:
+            raise WorkerError(f"{TRAIN_FILE} of tune run {args.tune_run_id} does not match its recorded hash")
+        import pandas as pd
+
+        objective = tuning.objective_from_description(description, pd.read_parquet(train_path))
+    prepared = time.perf_counter() - started
+
+    search = replace(tuning.Search(**description["search"]), storage=storage, timeout=args.timeout)
+    if args.n_trials is not None:
+        search = replace(search, n_trials=args.n_trials)
+    try:
+        tuning.load_study(search, objective)  # must exist: never start a new study by accident
+    except ValueError as exc:
+        raise WorkerError(f"{exc} ({mask_uri(storage)})") from None
+
+    writer = tracking.TrialWriter(client, tune_run.info.experiment_id, args.tune_run_id)
+    progress = TrialProgress(greater_is_better(objective.metric), enabled=not args.quiet)
+
+    def on_trial(result) -> None:
+        writer.submit(trial_record(result, objective.metric))
+        progress.update(result.state, result.value)
+
+    try:
+        result = tuning.optimize(
+            objective, search, n_jobs=args.n_jobs, parallel=args.parallel, on_trial=on_trial,
+            on_start=lambda before, slots: progress.start(slots, before.done), max_trials=args.max_trials,
+            worker_seed=_worker_seed(),
+        )
+    finally:
+        progress.close()
+        writer.close()
+    if run_id := os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run -e tune_worker`
+        client.set_tag(run_id, tracking.KIND_TAG, "tune_worker")
+        client.set_tag(run_id, "mlcycle.tune_run_id", args.tune_run_id)
+        client.log_metric(run_id, "trials_run", result.n_run)
+    print(
+        f"mlcycle tune-worker: ran {result.n_run} trial(s) of study {search.study_name} "
+        f"under tune run {args.tune_run_id} (folds prepared in {prepared:.1f} s); the study has "
+        f"{result.counts.done}/{search.n_trials} finished, best {objective.metric} "
+        f"{result.best_value:.4f} (trial {result.best_number})"
+    )
+    return 0

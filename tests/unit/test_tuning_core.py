@@ -1,0 +1,201 @@
+"""tuning.py on real Optuna studies (in memory, sqlite and journal files): samplers with
+categorical parameters, pruners, the study target across resumes, dead trials, figures,
+and the objective a remote worker rebuilds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+from sklearn.datasets import make_classification
+
+from mlcycle import tuning
+from mlcycle.config import EstimatorSpec, Task
+from mlcycle.liveness import owner_token
+from mlcycle.modeling import Fold
+
+LOGREG = EstimatorSpec(
+    estimator="sklearn.linear_model.LogisticRegression",
+    params={"max_iter": 500},
+    search_space={
+        "C": {"type": "float", "low": 1e-3, "high": 10.0, "log": True},
+        "class_weight": {"type": "categorical", "choices": [None, "balanced"]},
+    },
+)
+
+
+def small_objective(spec: EstimatorSpec = LOGREG, n_folds: int = 3) -> tuning.Objective:
+    X, y = make_classification(n_samples=240, n_features=6, n_informative=3, random_state=0)
+    X = pd.DataFrame(X, columns=[f"x{i}" for i in range(6)])
+    parts = np.arange(len(y)) % n_folds
+    folds = tuple(
+        Fold(X[parts != k].reset_index(drop=True), y[parts != k], X[parts == k].reset_index(drop=True), y[parts == k])
+        for k in range(n_folds)
+    )
+    return tuning.Objective(spec, folds, "roc_auc", Task.binary, (0, 1), seed=0)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "cmaes", "qmc"])
+def test_every_sampler_handles_categorical_and_numeric_parameters(sampler):
+    search = tuning.Search(study_name=f"s-{sampler}", n_trials=6, sampler=sampler, seed=3)
+    result = tuning.optimize(small_objective(), search)
+    assert result.counts.complete == 6 and result.n_run == 6
+    trials = result.study.get_trials(states=(TrialState.COMPLETE,))
+    assert {t.params["class_weight"] for t in trials} <= {None, "balanced"}
+    assert all(1e-3 <= t.params["C"] <= 10.0 for t in trials)
+
+
+def test_seeded_sampler_repeats_the_same_trials():
+    search = tuning.Search(study_name="repeat", n_trials=5, sampler="tpe", seed=11)
+    first = tuning.optimize(small_objective(), search)
+    second = tuning.optimize(small_objective(), search)
+    assert [t.params for t in first.study.trials] == [t.params for t in second.study.trials]
+    assert first.best_value == second.best_value
+
+
+@pytest.mark.parametrize("name", ["none", "median", "successive_halving", "hyperband"])
+def test_pruners_build(name):
+    pruner = tuning.make_pruner(name, n_folds=5, startup_trials=2)
+    assert isinstance(pruner, optuna.pruners.BasePruner)
+
+
+def test_unknown_sampler_and_pruner_are_refused():
+    with pytest.raises(ValueError, match="unknown sampler"):
+        tuning.make_sampler("grid", 0)
+    with pytest.raises(ValueError, match="unknown pruner"):
+        tuning.make_pruner("patient", 3, 1)
+
+
+def test_study_name_follows_the_search_definition():
+    a = tuning.study_name("exp-model", {"space": {"C": [1, 2]}, "seed": 1})
+    assert a == tuning.study_name("exp-model", {"seed": 1, "space": {"C": [1, 2]}})  # key order
+    assert a != tuning.study_name("exp-model", {"space": {"C": [1, 3]}, "seed": 1})
+    assert a.startswith("exp-model-") and len(a) == len("exp-model-") + 12
+
+
+def test_resume_counts_finished_trials_toward_the_target(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    search = tuning.Search(study_name="resume", storage=storage, n_trials=3, seed=1)
+    first = tuning.optimize(small_objective(), search)
+    assert (first.n_before, first.n_run, first.counts.done) == (0, 3, 3)
+    again = tuning.optimize(small_objective(), search)  # target reached: nothing to do
+    assert (again.n_before, again.n_run, again.counts.done) == (3, 0, 3)
+    more = tuning.optimize(small_objective(), replace(search, n_trials=5))
+    assert (more.n_before, more.n_run, more.counts.done) == (3, 2, 5)
+    assert [t.number for t in more.study.trials] == [0, 1, 2, 3, 4]
+
+
+def test_a_trial_left_running_by_a_dead_process_is_failed_and_retried(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    search = tuning.Search(study_name="crashed", storage=storage, n_trials=3, seed=1, max_retry=1)
+    objective = small_objective()
+    study = tuning.load_study(search, objective, create=True)
+    # what a SIGKILLed worker leaves: a RUNNING trial with its owner's token and params
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    token = owner_token().rsplit(":", 2)[0] + f":{dead.stdout.strip()}:1"
+    orphan = study.ask({"C": optuna.distributions.FloatDistribution(1e-3, 10.0, log=True)})
+    orphan.set_user_attr(tuning.OWNER_ATTR, token)
+    # ... and one of a live process (this one): must be left alone
+    live = study.ask()
+    live.set_user_attr(tuning.OWNER_ATTR, owner_token())
+
+    assert tuning.reap_dead_trials(study, max_retry=1) == [orphan.number]
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert trials[live.number].state == TrialState.RUNNING
+    retry = [t for t in trials.values() if t.state == TrialState.WAITING]
+    assert len(retry) == 1 and retry[0].params == trials[orphan.number].params
+    counted = tuning.counts(study)
+    assert (counted.done, counted.lost, counted.running, counted.waiting) == (0, 1, 1, 1)
+
+    study.tell(live.number, state=TrialState.FAIL)  # stands in for the live one finishing
+    result = tuning.optimize(objective, search)
+    ran = [t for t in result.study.trials if t.state == TrialState.COMPLETE]
+    assert len(ran) == 3  # the lost trials do not count toward n_trials
+    assert ran[0].params["C"] == trials[orphan.number].params["C"]  # the retry ran first
+
+
+def test_objective_errors_count_as_failed_and_all_failed_raises():
+    bad = EstimatorSpec(estimator=LOGREG.estimator, params={"max_iter": -1}, search_space=LOGREG.search_space)
+    seen = []
+    with pytest.raises(RuntimeError, match="all 2 tuning trials failed; first error: .*max_iter"):
+        tuning.optimize(small_objective(bad), tuning.Search(study_name="bad", n_trials=2), on_trial=seen.append)
+    assert [r.state for r in seen] == ["FAIL", "FAIL"]
+    assert all("max_iter" in r.error for r in seen)
+
+
+def test_threads_reach_the_target_exactly_and_report_every_trial():
+    seen = []
+    search = tuning.Search(study_name="threads", n_trials=7, seed=2)
+    result = tuning.optimize(small_objective(), search, n_jobs=3, parallel="thread", on_trial=seen.append)
+    assert result.n_run == 7 and len(result.study.trials) == 7
+    assert sorted(r.number for r in seen) == list(range(7))
+    assert all(len(r.fold_scores) == 3 for r in seen)
+
+
+def test_pruned_trials_report_the_folds_they_scored():
+    # a search space with a hopeless region: very few neighbours overfit
+    spec = EstimatorSpec(
+        estimator="sklearn.neighbors.KNeighborsClassifier",
+        params={},
+        search_space={"n_neighbors": {"type": "int", "low": 1, "high": 60, "log": True}},
+    )
+    seen = []
+    search = tuning.Search(study_name="prune", n_trials=20, sampler="random", pruner="median", pruner_startup_trials=3, seed=0)
+    result = tuning.optimize(small_objective(spec, n_folds=4), search, on_trial=seen.append)
+    pruned = [r for r in seen if r.state == "PRUNED"]
+    assert pruned and result.counts.pruned == len(pruned)
+    assert all(r.pruned_step == len(r.fold_scores) and 1 <= r.pruned_step < 4 for r in pruned)
+    assert all(len(r.fold_scores) == 4 for r in seen if r.state == "COMPLETE")
+
+
+def test_study_figures_with_zero_one_and_many_complete_trials():
+    import matplotlib.pyplot as plt
+
+    study = optuna.create_study(direction="maximize")
+    assert tuning.study_figures(study, 0) == ({}, {})
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    figures, importances = tuning.study_figures(study, 0)
+    assert set(figures) == {"optimization_history.png"} and importances == {}
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) + 0 * t.suggest_int("k", 1, 3), n_trials=8)
+    figures, importances = tuning.study_figures(study, 0)
+    assert set(figures) == {"optimization_history.png", "param_importances.png"}
+    assert set(importances) == {"x", "k"} and importances["x"] > importances["k"]
+    for fig in figures.values():
+        plt.close(fig)
+
+
+def test_a_worker_rebuilds_the_exact_folds_from_the_logged_description(tmp_path):
+    """What a tune-worker on another machine does: description + Parquet rows -> folds."""
+    from mlcycle.config import PreprocessConfig
+    from mlcycle.data import infer_schema
+    from mlcycle.datasets import generate_sessions
+    from mlcycle.features import plan_features
+    from mlcycle.modeling import build_preprocessor, cv_splitter, prepare_folds
+    from tests.conftest import compose
+
+    cfg = compose(["data.n_rows=400"])
+    frame = generate_sessions(400, 1)
+    schema, typed = infer_schema(frame, cfg.data, "test")
+    derived = dict(cfg.data.derived_features)
+    plan = plan_features(typed, schema.numeric, schema.categorical, schema.datetime, derived, 12)
+    preprocessor = build_preprocessor(schema, PreprocessConfig(), plan, derived, 5)
+    local = prepare_folds(preprocessor, typed[list(schema.features)], typed[schema.target], cv_splitter(schema.task, 3, 5, False))
+
+    description = tuning.describe_objective(schema, plan, PreprocessConfig(), derived, LOGREG, "roc_auc", 3, 5, False)
+    typed[[*schema.features, schema.target]].to_parquet(tmp_path / "train.parquet", index=False)
+    import json
+
+    remote = tuning.objective_from_description(json.loads(json.dumps(description)), pd.read_parquet(tmp_path / "train.parquet"))
+    assert len(remote.folds) == len(local) == 3
+    for mine, theirs in zip(local, remote.folds, strict=True):
+        pd.testing.assert_frame_equal(mine.X_train, theirs.X_train)
+        pd.testing.assert_frame_equal(mine.X_valid, theirs.X_valid)
+        np.testing.assert_array_equal(mine.y_valid, theirs.y_valid)
+    assert remote.classes == schema.classes and remote.task is schema.task
