@@ -166,10 +166,10 @@ def test_report_shows_what_each_stage_logged(full_run):
         if key.startswith("best."):
             assert f'data-param="{key[5:]}">{value}<' in html
     assert 'id="registered-version">1<' in html and "challenger, champion" in html
-    # evaluation plots (4 logged PNGs) + the optimization history drawn from the trial runs
+    # evaluation plots (4 logged PNGs) + the tune run's optimization history and importances
     page = ReportPage(html)
-    assert len(page.images) == 5
-    assert "Optimization history (drawn from the trial runs)" in html
+    assert len(page.images) == 6
+    assert "Optimization history" in html and "drawn from the trial runs" not in html
     assert "Parameter importances" in html
 
 
@@ -304,7 +304,7 @@ def test_chromium_renders_the_report_without_errors_or_fetches(full_run, tmp_pat
     page = tmp_path / "report.html"
     page.write_text(html.replace("</body>", PROBE + "</body>"), encoding="utf-8")
     probe, dom, log = chromium_dom(page, tmp_path)
-    assert probe == {"images": 5, "broken": 0, "fetched": [], "metricRows": len(CLASSIFICATION_METRICS)}
+    assert probe == {"images": 6, "broken": 0, "fetched": [], "metricRows": len(CLASSIFICATION_METRICS)}
     assert not re.search(r"<html[^>]*data-js-error", dom)  # no script error while loading
     assert "CONSOLE" not in log  # nothing written to the browser console
     assert ReportPage(dom).sections == ALL_SECTIONS
