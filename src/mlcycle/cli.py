@@ -15,6 +15,8 @@ USAGE = """usage: mlcycle <command> [args...]
 commands:
   train [overrides...]     run the pipeline (Hydra overrides; -m for a multirun sweep)
   generate-data            write the default e-commerce dataset to a CSV file
+  monitor [overrides...]   drift/decay of the champion on a new batch; retrain on the verdict
+  retrain <monitor-run-id> retrain on a monitoring run's batch (what monitor does on decay)
 
 Run 'mlcycle <command> --help' for a command's options; 'mlcycle train --help' shows the
 configuration groups. Examples:
@@ -27,6 +29,8 @@ configuration groups. Examples:
 COMMANDS: dict[str, str] = {
     "train": "mlcycle.commands.train:main",
     "generate-data": "mlcycle.commands.generate_data:main",
+    "monitor": "mlcycle.commands.monitor:main",
+    "retrain": "mlcycle.commands.retrain:main",
 }
 
 

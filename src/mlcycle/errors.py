@@ -18,6 +18,10 @@ class ConfigError(MlcycleError):
     """The composed configuration is invalid."""
 
 
+class LineageError(MlcycleError):
+    """A registered model, or the runs and artifacts it was built from, cannot be found."""
+
+
 class PipelineTerminated(BaseException):
     """Raised in the main thread when the process receives SIGTERM.
 

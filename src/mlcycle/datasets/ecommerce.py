@@ -83,10 +83,13 @@ def generate_sessions(
     category_effect = np.random.default_rng(seed + 1).normal(0, 0.45, len(CATEGORIES))
     category_effect = category_effect + drift * np.random.default_rng(seed + 2).normal(0, 0.5, len(CATEGORIES))
     weekday = pd.DatetimeIndex(date).dayofweek.to_numpy()
+    # Concept drift: at drift 2 frequent visitors stop converting better and lapsed users
+    # (long recency) convert better than recent ones - the model's strongest signals turn.
+    turn = min(drift, 2.0) / 2.0
     logit = (
         -3.6
-        + 0.75 * np.log1p(visits)
-        - 0.6 * np.log1p(recency)
+        + (0.75 * (1 - turn)) * np.log1p(visits)
+        + (-0.6 + 0.9 * turn) * np.log1p(recency)
         + 0.18 * np.log1p(tenure)
         + (2.2 * (1 - 0.8 * min(drift, 1.25))) * discount
         - 0.35 * np.log(price / dept_price)
@@ -100,7 +103,7 @@ def generate_sessions(
         + category_effect[cat_index]
         + 0.35 * np.cos((hour - 20) / 24 * 2 * np.pi)
         + 0.15 * (weekday >= 5)
-        - 0.6 * drift
+        - 0.3 * drift
     )
     purchased = rng.random(n) < 1 / (1 + np.exp(-(logit + rng.normal(0, 0.4, size=n))))
 
