@@ -196,6 +196,7 @@ class MonitorConfig:
     retrain_overrides: list[str] = field(default_factory=list)
     exit_codes: bool = True  # false: exit 0 whatever the verdict (mlflow run)
     report: bool = True
+    result_file: str | None = None  # JSON {run_id, verdict, exit_code, ...} for orchestrators
 
 
 @dataclass

@@ -309,9 +309,8 @@ def align_labels(labels: pd.Series, task: str, classes: tuple, source: str, targ
             raise DataError(f"{source}: regression target {target!r} has non-numeric value {bad!r}")
         return y.astype(float)
     values = labels[present]
-    if pd.api.types.is_bool_dtype(values):
-        values = values.astype(int)
-    elif pd.api.types.is_numeric_dtype(values) and np.all(np.mod(values.to_numpy(dtype=float), 1) == 0):
+    integral = pd.api.types.is_numeric_dtype(values) and np.all(np.mod(values.to_numpy(dtype=float), 1) == 0)
+    if pd.api.types.is_bool_dtype(values) or integral:
         values = values.astype(int)
     text = values.astype(str)
     lookup = {str(c): c for c in classes}

@@ -82,7 +82,7 @@ class MonitorResult:
 # --------------------------------------------------------------------------- monitor
 def monitor(cfg: MonitorAppConfig) -> MonitorResult:
     """Compare a new batch with the watched model's reference data; log and act on it."""
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    _quiet()
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     experiment_id = tracking.prepare_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location)
     client = MlflowClient(uri)
@@ -135,6 +135,12 @@ def monitor(cfg: MonitorAppConfig) -> MonitorResult:
         return _replace(result, note=note)
     outcome = retrain(cfg, run_id)
     return _replace(result, retrain=outcome)
+
+
+def _quiet() -> None:
+    """No run URLs and no artifact download progress bars in the command's output."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _replace(result: MonitorResult, **changes) -> MonitorResult:
@@ -279,7 +285,7 @@ def _log_monitoring_run(
 
 
 def _report(cfg, model, ref, source, batch_frame, results, share, prediction, decay, batch_metrics, verdict, scores) -> str:
-    from mlcycle import report
+    from mlcycle import monitor_report as report
 
     reference = ref.fitted_rows
     kinds = ref.kinds
@@ -314,6 +320,7 @@ def retrain(cfg: MonitorAppConfig, monitoring_run_id: str) -> RetrainOutcome:
     from mlcycle import pipeline
     from mlcycle.registry import alias_version
 
+    _quiet()
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)

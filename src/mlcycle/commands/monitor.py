@@ -66,7 +66,29 @@ def main(argv: list[str]) -> int:
     except Exception as exc:
         return _unexpected(exc)
     print(summary(result, cfg))
+    if cfg.monitor.result_file:
+        write_result(result, cfg.monitor.result_file)
     return result.exit_code if cfg.monitor.exit_codes else 0
+
+
+def write_result(result, path: str) -> None:
+    """The outcome as one JSON object, for an orchestrator to branch on."""
+    import json
+    from pathlib import Path
+
+    payload = {
+        "run_id": result.run_id,
+        "verdict": result.verdict,
+        "exit_code": result.exit_code,
+        "model": result.model.name,
+        "version": result.model.version,
+        "drifted_share": result.drifted_share,
+        "labelled_rows": result.labelled_rows,
+        "retrain_run_id": result.retrain.run_id if result.retrain else None,
+    }
+    out = Path(path).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload) + "\n")
 
 
 def _unexpected(exc: BaseException) -> int:

@@ -7,8 +7,12 @@ with interactions, so the task is learnable but far from separable (ROC AUC abou
 purchase rate about 18 %).
 
 Like real data, the output has ~5 % missing cells, outliers, duplicated rows and a few
-anomalous (bot-like) rows. ``drift`` > 0 shifts the feature distributions and weakens or
-reverses parts of the label relationship, which is how deployed models decay.
+anomalous (bot-like) rows. ``drift`` > 0 shifts the feature distributions (device and
+channel mix, visits, recency, prices, discounts, hour, dates a year later per unit) and
+weakens or reverses parts of the label relationship (discount, e-mail, visits and recency
+effects; per-category effects), which is how deployed models decay. Measured with a model
+trained at drift 0 (ROC AUC 0.74 on its test split), on 5,000-row batches: drift 0.5 ->
+0.69, drift 1 -> 0.64, drift 1.5 -> 0.56, drift 2 -> 0.51. ``drift=0`` output never changes.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from html import escape
 import numpy as np
 import pandas as pd
 
-from mlcycle.drift import CATEGORICAL, MISSING, UNSEEN, Decay, FeatureDrift, as_numbers
+from mlcycle.drift import CATEGORICAL, DATETIME, MISSING, UNSEEN, Decay, FeatureDrift, as_numbers
 
 REFERENCE_COLOR, BATCH_COLOR = "#4C72B0", "#DD8452"
 MAX_BARS = 15
@@ -25,7 +25,7 @@ def _figure_png(fig) -> str:
 
     buffer = io.BytesIO()
     try:
-        fig.savefig(buffer, format="png", dpi=72, bbox_inches="tight")
+        fig.savefig(buffer, format="png", dpi=72)
     finally:
         plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -39,7 +39,7 @@ def distribution_plot(name: str, kind: str, reference: pd.Series, current: pd.Se
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.6, 2.6))
+    fig, ax = plt.subplots(figsize=(4.6, 2.8))  # fixed margins: a layout engine costs 3x the drawing
     if kind == CATEGORICAL:
         ref = _category_shares(reference)
         cur = _category_shares(current)
@@ -60,9 +60,15 @@ def distribution_plot(name: str, kind: str, reference: pd.Series, current: pd.Se
             bins = np.linspace(lo, hi, 31)
             for values, color, label in ((ref, REFERENCE_COLOR, "reference"), (cur, BATCH_COLOR, "batch")):
                 if values.size:
-                    weights = np.full(values.size, 1.0 / values.size)
-                    ax.hist(np.clip(values, lo, hi), bins=bins, weights=weights, alpha=0.55, color=color, label=label)
+                    counts, _ = np.histogram(np.clip(values, lo, hi), bins=bins)
+                    ax.stairs(counts / values.size, bins, fill=True, alpha=0.55, color=color, label=label)
         ax.tick_params(labelsize=7)
+        if kind == DATETIME:  # the axis is seconds since the epoch: label it with dates
+            from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: pd.Timestamp(v, unit="s").strftime("%Y-%m-%d")))
+    fig.subplots_adjust(left=0.14, right=0.97, top=0.9, bottom=0.32 if kind == CATEGORICAL else 0.12)
     ax.set_ylabel("share of rows", fontsize=7)
     ax.set_title(name, fontsize=9)
     ax.legend(fontsize=7, frameon=False)
