@@ -194,6 +194,7 @@ class MonitorConfig:
     ignore_columns: list[str] = field(default_factory=list)
     retrain_on: RetrainOn = RetrainOn.decay
     retrain_overrides: list[str] = field(default_factory=list)
+    retrain_reference_fraction: float = 1.0  # share of the reference rows kept (random, seeded)
     exit_codes: bool = True  # false: exit 0 whatever the verdict (mlflow run)
     report: bool = True
     result_file: str | None = None  # JSON {run_id, verdict, exit_code, ...} for orchestrators
@@ -369,6 +370,8 @@ def validate_monitor(cfg: MonitorAppConfig) -> None:
         raise ConfigError(f"monitor.max_metric_drop must be >= 0, got {m.max_metric_drop}")
     if cfg.batch.path is None and (cfg.batch.n_rows < 1 or cfg.batch.drift < 0):
         raise ConfigError("batch.n_rows must be positive and batch.drift >= 0")
+    if not 0 <= m.retrain_reference_fraction <= 1:
+        raise ConfigError(f"monitor.retrain_reference_fraction must be in [0, 1], got {m.retrain_reference_fraction}")
     bad = [o for o in m.retrain_overrides if "=" not in o]
     if bad:
         raise ConfigError(f"monitor.retrain_overrides must be key=value items, got {bad}")

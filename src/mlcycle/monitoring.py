@@ -155,11 +155,9 @@ def load_batch(cfg: MonitorAppConfig, ref: lineage.Reference) -> tuple[pd.DataFr
     if batch.path:
         path = resolve_path(batch.path)
         return read_table(path), str(path)
-    if not ref.data_source.startswith("generator:"):
-        raise ConfigError(
-            f"batch.path is required: the model's reference data came from {ref.data_source!r}, "
-            "not from the generator"
-        )
+    # The generator's sessions fit models trained on them, or on data derived from them (a
+    # retrain's reference + batch file); for any other model align_batch names the columns
+    # the batch lacks.
     from mlcycle.datasets import generate_sessions
 
     frame = generate_sessions(batch.n_rows, batch.seed, batch.drift)
@@ -355,7 +353,10 @@ def retrain(cfg: MonitorAppConfig, monitoring_run_id: str) -> RetrainOutcome:
     )
     batch = batch[batch[schema.target].notna()]
     columns = [*schema.features, schema.target]
-    combined = pd.concat([ref.all_rows[columns], batch[columns]], ignore_index=True)
+    reference = ref.all_rows[columns]
+    if cfg.monitor.retrain_reference_fraction < 1:  # give the new data more weight
+        reference = reference.sample(frac=cfg.monitor.retrain_reference_fraction, random_state=cfg.seed)
+    combined = pd.concat([reference, batch[columns]], ignore_index=True)
     if schema.task is not Task.regression and all(isinstance(c, int | np.integer) for c in schema.classes):
         combined[schema.target] = combined[schema.target].astype(int)
     out_dir = Path(cfg.paths.data_dir) / "retrain"
@@ -380,12 +381,17 @@ def retrain(cfg: MonitorAppConfig, monitoring_run_id: str) -> RetrainOutcome:
         **asdict(cfg.mlflow),
         "experiment_name": experiment.name,
         "run_name": f"retrain-{resolved['data'].get('name', 'data')}-{model_name}",
-        "tags": {**cfg.mlflow.tags, TRIGGERED_BY_TAG: monitoring_run_id, "mlcycle.trigger_verdict": tags.get(VERDICT_TAG, "")},
+        "tags": {
+            **cfg.mlflow.tags,
+            TRIGGERED_BY_TAG: monitoring_run_id,
+            "mlcycle.trigger_verdict": tags.get(VERDICT_TAG, ""),
+            "mlcycle.retrain_rows": f"{len(reference)} reference + {len(batch)} batch",
+        },
     }
     pipe_cfg = pipeline_config(resolved, cfg.monitor.retrain_overrides)
     champion_alias = pipe_cfg.registry.champion_alias
     before = alias_version(client, name, champion_alias)
-    log.info("retraining %s on %d reference + %d batch rows", name, len(ref.all_rows), len(batch))
+    log.info("retraining %s on %d reference + %d batch rows", name, len(reference), len(batch))
     with _detached_from_mlflow_run():
         try:
             result = pipeline.run(pipe_cfg)

@@ -197,10 +197,17 @@ def test_retrain_command_for_a_monitoring_run(trained, capsys):
     client = MlflowClient()
     result = monitoring.monitor(monitor_cfg("batch.seed=2006", "batch.drift=1", "monitor.retrain_on=never", "monitor.report=false"))
     assert result.verdict == "decay" and monitoring.triggered_runs(client, result.run_id) == []
-    assert retrain_cmd.main([result.run_id, 'monitor.retrain_overrides=["tune.n_trials=2"]']) == 0
+    args = [result.run_id, 'monitor.retrain_overrides=["tune.n_trials=2"]', "monitor.retrain_reference_fraction=0.5"]
+    assert retrain_cmd.main(args) == 0
     assert "mlcycle retrain: root run" in capsys.readouterr().out
     (run,) = monitoring.triggered_runs(client, result.run_id)
     assert run.data.params["tune.n_trials"] == "2"
+    assert run.data.tags["mlcycle.retrain_rows"] == "1500 reference + 1500 batch"
+    ingest = client.search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}' and tags.`mlcycle.stage` = 'ingest'",
+    )[0]
+    assert ingest.data.metrics["rows_in"] == 3000
     assert retrain_cmd.main([result.run_id]) == 2
     assert "already triggered" in capsys.readouterr().err
     assert retrain_cmd.main(["0123456789abcdef"]) == 2

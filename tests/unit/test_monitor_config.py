@@ -41,7 +41,8 @@ def test_bad_overrides_fail_at_compose_time(override):
 @pytest.mark.parametrize(
     ("override", "message"),
     [("monitor.alpha=1.5", "monitor.alpha"), ("monitor.n_bins=1", "monitor.n_bins"),
-     ("monitor.max_drifted_share=0", "max_drifted_share"), ("monitor.retrain_overrides=[oops]", "key=value")],
+     ("monitor.max_drifted_share=0", "max_drifted_share"), ("monitor.retrain_overrides=[oops]", "key=value"),
+     ("monitor.retrain_reference_fraction=1.5", "retrain_reference_fraction")],
 )
 def test_values_a_type_cannot_check(override, message):
     with pytest.raises(ConfigError, match=message):
