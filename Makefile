@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv run test test-fast lint ui data clean
+.PHONY: help venv run test test-fast lint ui data clean airflow-check
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,5 +39,8 @@ ui: $(STAMP) ## open the MLflow UI on the embedded store (http://127.0.0.1:5000)
 data: $(STAMP) ## write the default dataset to data/ecommerce.csv
 	$(BIN)/mlcycle generate-data
 
+airflow-check: $(STAMP) ## run orchestration/airflow_dag.py with real Airflow (own venv .venv-airflow, created if missing)
+	scripts/check_airflow_dag.sh .venv-airflow
+
 clean: ## remove run outputs (tracking store, artifacts, Hydra outputs); keeps .venv
-	rm -rf mlflow.db mlartifacts mlruns outputs multirun
+	rm -rf mlflow.db mlartifacts mlruns outputs multirun data/retrain

@@ -188,8 +188,8 @@ class MonitorConfig:
     max_drifted_share: float = 0.25
     max_prediction_psi: float = 0.2
     decay_metric: str = "auto"  # auto: the model's primary metric (roc_auc / rmse)
-    max_metric_drop: float = 0.05
-    max_relative_drop: float | None = None
+    max_metric_drop: float | None = 0.05  # absolute; not for rmse/mae/log_loss
+    max_relative_drop: float | None = 0.1  # share of the registered value
     min_labelled_rows: int = 100
     ignore_columns: list[str] = field(default_factory=list)
     retrain_on: RetrainOn = RetrainOn.decay
@@ -366,8 +366,9 @@ def validate_monitor(cfg: MonitorAppConfig) -> None:
         raise ConfigError(f"monitor.max_categories must be at least 1, got {m.max_categories}")
     if m.psi_threshold <= 0 or m.max_prediction_psi <= 0:
         raise ConfigError("monitor.psi_threshold and monitor.max_prediction_psi must be positive")
-    if m.max_metric_drop < 0:
-        raise ConfigError(f"monitor.max_metric_drop must be >= 0, got {m.max_metric_drop}")
+    for key in ("max_metric_drop", "max_relative_drop"):
+        if (value := getattr(m, key)) is not None and value < 0:
+            raise ConfigError(f"monitor.{key} must be >= 0 or null, got {value}")
     if cfg.batch.path is None and (cfg.batch.n_rows < 1 or cfg.batch.drift < 0):
         raise ConfigError("batch.n_rows must be positive and batch.drift >= 0")
     if not 0 <= m.retrain_reference_fraction <= 1:

@@ -229,14 +229,26 @@ class Decay:
     decayed: bool
 
 
+# Metrics in the units of the target (or unbounded): an absolute tolerance means nothing
+# across datasets, so only the relative one applies to them.
+SCALE_DEPENDENT = frozenset({"rmse", "mae", "log_loss"})
+
+
 def performance_decay(
-    metric: str, baseline: float, current: float, greater_is_better: bool, max_drop: float, max_relative_drop: float | None = None
+    metric: str,
+    baseline: float,
+    current: float,
+    greater_is_better: bool,
+    max_drop: float | None,
+    max_relative_drop: float | None = None,
 ) -> Decay:
-    """Has ``metric`` worsened by more than ``max_drop`` (absolute) or, when given,
-    ``max_relative_drop`` (a fraction of the baseline)? Either condition suffices."""
+    """Has ``metric`` worsened by more than ``max_drop`` (absolute; ignored for
+    SCALE_DEPENDENT metrics) or ``max_relative_drop`` (a fraction of the baseline)? Either
+    condition suffices; ``None`` switches one off."""
     worsening = (baseline - current) if greater_is_better else (current - baseline)
     relative = worsening / abs(baseline) if baseline else float("inf") if worsening > 0 else 0.0
-    decayed = worsening > max_drop or (max_relative_drop is not None and relative > max_relative_drop)
+    absolute_applies = max_drop is not None and metric not in SCALE_DEPENDENT
+    decayed = (absolute_applies and worsening > max_drop) or (max_relative_drop is not None and relative > max_relative_drop)
     return Decay(metric, float(baseline), float(current), float(worsening), float(relative), bool(decayed))
 
 

@@ -300,13 +300,23 @@ def _report(cfg, model, ref, source, batch_frame, results, share, prediction, de
     if decay is not None:
         summary.append(
             (f"{decay.metric}", f"registered {decay.baseline:.4f}, batch {decay.current:.4f}, worse by {decay.worsening:.4f} "
-             f"(tolerance {m.max_metric_drop})")
+             f"(decay at {tolerance(decay.metric, m)})")
         )
     metrics = {k: (model.registered_metric(k), v) for k, v in batch_metrics.items()}
     return report.render(
         title=f"Monitoring {model.name} v{model.version}", summary=summary, verdict=verdict, features=results,
         prediction=prediction, decay=decay, metrics=metrics, plots=plots,
     )
+
+
+def tolerance(metric: str, m) -> str:
+    """The decay rule for ``metric`` in words, e.g. "> 0.05 or > 10 %"."""
+    rules = []
+    if m.max_metric_drop is not None and metric not in drift.SCALE_DEPENDENT:
+        rules.append(f"> {m.max_metric_drop:g}")
+    if m.max_relative_drop is not None:
+        rules.append(f"> {m.max_relative_drop:.0%}")
+    return " or ".join(rules) if rules else "never"
 
 
 # --------------------------------------------------------------------------- retrain

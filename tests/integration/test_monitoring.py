@@ -249,3 +249,31 @@ def test_mlflow_run_monitor_entry_point_is_the_monitoring_run(trained):
     assert retrain_run.info.run_id != mon.info.run_id
     assert retrain_run.info.status == "FINISHED" and "mlflow.parentRunId" not in retrain_run.data.tags
     assert mon.data.tags["mlcycle.retrain_run_id"] == retrain_run.info.run_id
+
+
+@pytest.mark.parametrize(
+    ("data", "metric", "prediction_kind"),
+    [("diabetes", "rmse", "numeric"), ("wine", "roc_auc", "categorical")],
+)
+def test_regression_and_multiclass_models(tiny_cfg, tmp_path, data, metric, prediction_kind):
+    """Bundled datasets through the whole loop: the data itself is ok; the same rows with
+    shuffled labels are decay (rmse by its relative tolerance only: an absolute 0.05 is
+    nothing in the target's units); prediction drift for a multiclass model compares
+    predicted labels."""
+    import numpy as np
+
+    from mlcycle.datasets import load_bundled
+
+    pipeline.run(tiny_cfg(f"data={data}", "evaluate.plots=false"))
+    frame = load_bundled(data)
+    same, shuffled = tmp_path / "same.csv", tmp_path / "shuffled.csv"
+    frame.to_csv(same, index=False)
+    frame.assign(target=np.random.default_rng(0).permutation(frame["target"].to_numpy())).to_csv(shuffled, index=False)
+    common = [f"monitor.model_name=mlcycle-{data}", "monitor.report=false", "monitor.retrain_on=never"]
+
+    ok = monitoring.monitor(monitor_cfg(f"batch.path={same}", *common))
+    assert ok.verdict == "ok", (ok.decay, ok.drifted_share)
+    assert ok.decay.metric == metric and ok.prediction.kind == prediction_kind
+    bad = monitoring.monitor(monitor_cfg(f"batch.path={shuffled}", *common))
+    assert bad.verdict == "decay" and bad.decay.metric == metric and bad.decay.worsening > 0
+    assert bad.drifted_share == 0.0  # the features did not move: only the labels did

@@ -171,6 +171,10 @@ def test_performance_decay_respects_the_metric_direction():
     assert not drift.performance_decay("roc_auc", 0.75, 0.80, True, 0.05).decayed
     rmse = drift.performance_decay("rmse", 10.0, 11.5, greater_is_better=False, max_drop=5.0, max_relative_drop=0.1)
     assert rmse.worsening == pytest.approx(1.5) and rmse.relative == pytest.approx(0.15) and rmse.decayed
+    # rmse is in the target's units: the absolute tolerance does not apply to it
+    small = drift.performance_decay("rmse", 50.0, 50.3, greater_is_better=False, max_drop=0.05, max_relative_drop=0.1)
+    assert small.worsening > 0.05 and not small.decayed
+    assert not drift.performance_decay("roc_auc", 0.75, 0.6, True, max_drop=None, max_relative_drop=None).decayed
 
 
 def test_at_least():

@@ -119,9 +119,11 @@ def summary(result, cfg) -> str:
     )
     if result.decay is not None:
         d = result.decay
+        from mlcycle.monitoring import tolerance
+
         lines.append(
             f"  {d.metric}: registered {d.baseline:.4f}, batch {d.current:.4f}, worse by {d.worsening:.4f} "
-            f"(decay at > {m.max_metric_drop})"
+            f"= {d.relative:.1%} (decay at {tolerance(d.metric, m)})"
         )
     elif result.labelled_rows == 0:
         lines.append("  performance: no labels in the batch, drift only")
