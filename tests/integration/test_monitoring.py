@@ -222,7 +222,6 @@ def test_the_stored_batch_is_what_was_monitored(trained):
     assert Path(local).exists()
 
 
-@pytest.mark.slow
 def test_mlflow_run_monitor_entry_point_is_the_monitoring_run(trained):
     """`mlflow run -e monitor`: the run mlflow creates is the monitoring run, it ends
     FINISHED on a decay verdict, and the retrain is a NEW root run linked to it."""
