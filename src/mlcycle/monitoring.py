@@ -72,6 +72,7 @@ class MonitorResult:
     decay: drift.Decay | None
     batch_metrics: dict[str, float] = field(default_factory=dict)
     retrain: RetrainOutcome | None = None
+    retrain_error: BaseException | None = None  # the triggered retrain failed with this
     note: str = ""  # why a retrain did not happen, when it did not
 
     @property
@@ -133,7 +134,11 @@ def monitor(cfg: MonitorAppConfig) -> MonitorResult:
         note = "retrain skipped: the batch has no labels"
         client.set_tag(run_id, "mlcycle.retrain", note)
         return _replace(result, note=note)
-    outcome = retrain(cfg, run_id)
+    try:
+        outcome = retrain(cfg, run_id)
+    except Exception as exc:  # the verdict stands; the caller reports the failed action
+        log.debug("retrain failed", exc_info=True)
+        return _replace(result, retrain_error=exc)
     return _replace(result, retrain=outcome)
 
 
@@ -230,7 +235,9 @@ def _log_monitoring_run(
         **dict(cfg.mlflow.tags),
     }
     name = cfg.mlflow.run_name or f"monitor-{model.name}-v{model.version}"
-    with tracking.root_run(experiment_id, name, tags) as run:
+    from mlcycle.pipeline import _sigterm_raises
+
+    with _sigterm_raises(), tracking.root_run(experiment_id, name, tags) as run:
         run.log.log_params(flatten(m, "monitor"))
         run.log.log_params(
             {

@@ -276,3 +276,27 @@ def test_regression_and_multiclass_models(tiny_cfg, tmp_path, data, metric, pred
     bad = monitoring.monitor(monitor_cfg(f"batch.path={shuffled}", *common))
     assert bad.verdict == "decay" and bad.decay.metric == metric and bad.decay.worsening > 0
     assert bad.drifted_share == 0.0  # the features did not move: only the labels did
+
+
+def test_a_failing_retrain_keeps_the_verdict_and_can_be_retried(trained, capsys):
+    client = MlflowClient()
+    breaks_training = 'monitor.retrain_overrides=["model.classifier.params.max_iter=-5"]'  # every trial raises
+    code = monitor_cmd.main(
+        ["batch.drift=2", "batch.seed=2009", "monitor.report=false", "monitor.retrain_on=decay", breaks_training, *BATCH]
+    )
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "verdict: DECAY" in out and "retrain: FAILED" in out
+    assert err.strip().splitlines()[-1].startswith("error: retrain: RuntimeError:")
+    (mon,) = [r for r in roots(client, "monitor") if r.data.tags.get("mlcycle.batch_source", "").endswith("seed=2009&drift=2.0")]
+    assert mon.info.status == "FINISHED" and mon.data.tags["mlcycle.verdict"] == "decay"
+    assert mon.data.tags["mlcycle.retrain"] == "failed"
+    (failed,) = monitoring.triggered_runs(client, mon.info.run_id)
+    assert failed.info.status == "FAILED" and "tuning trials failed" in failed.data.tags["mlcycle.error"]
+    assert mon.data.tags["mlcycle.retrain_run_id"] == failed.info.run_id
+    experiment = client.get_experiment_by_name("mlcycle").experiment_id
+    assert client.search_runs([experiment], filter_string="attributes.status = 'RUNNING'") == []
+    # a failed retrain does not count: retrying is allowed, once
+    assert retrain_cmd.main([mon.info.run_id, 'monitor.retrain_overrides=["tune.n_trials=2"]']) == 0
+    assert [r.info.status for r in monitoring.triggered_runs(client, mon.info.run_id)] == ["FAILED", "FINISHED"]
+    assert retrain_cmd.main([mon.info.run_id]) == 2

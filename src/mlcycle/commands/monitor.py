@@ -68,6 +68,12 @@ def main(argv: list[str]) -> int:
     print(summary(result, cfg))
     if cfg.monitor.result_file:
         write_result(result, cfg.monitor.result_file)
+    if result.retrain_error is not None:  # the verdict is logged; the action failed
+        exc = result.retrain_error
+        if isinstance(exc, MlcycleError):
+            print(f"error: retrain: {exc}", file=sys.stderr)
+            return exc.exit_code
+        return _unexpected(exc, "retrain: ")
     return result.exit_code if cfg.monitor.exit_codes else 0
 
 
@@ -85,17 +91,18 @@ def write_result(result, path: str) -> None:
         "drifted_share": result.drifted_share,
         "labelled_rows": result.labelled_rows,
         "retrain_run_id": result.retrain.run_id if result.retrain else None,
+        "retrain_failed": result.retrain_error is not None,
     }
     out = Path(path).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload) + "\n")
 
 
-def _unexpected(exc: BaseException) -> int:
+def _unexpected(exc: BaseException, where: str = "") -> int:
     if os.environ.get("MLCYCLE_DEBUG"):
-        traceback.print_exc()
+        traceback.print_exception(exc)
     hint = "" if os.environ.get("MLCYCLE_DEBUG") else " (MLCYCLE_DEBUG=1 shows the traceback)"
-    print(f"error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+    print(f"error: {where}{type(exc).__name__}: {exc}{hint}", file=sys.stderr)
     return 1
 
 
@@ -136,6 +143,8 @@ def summary(result, cfg) -> str:
         r = result.retrain
         moved = f"champion v{r.champion_before} -> v{r.champion_after}" if r.champion_before != r.champion_after else f"champion stays v{r.champion_after}"
         lines.append(f"retrain: root run {r.run_id} on {r.data_rows} rows -> {model.name} v{r.version}; {moved}")
+    elif result.retrain_error is not None:
+        lines.append("retrain: FAILED (see the error below; the retrain's root run is tagged mlcycle.error)")
     elif m.retrain_on.value != "never" and not result.note.startswith("retrain"):
         lines.append(f"retrain: not triggered (monitor.retrain_on={m.retrain_on.value})")
     return "\n".join(lines)
