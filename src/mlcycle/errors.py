@@ -18,13 +18,13 @@ class ConfigError(MlcycleError):
     """The composed configuration is invalid."""
 
 
-class LineageError(MlcycleError):
-    """A registered model, or the runs and artifacts it was built from, cannot be found."""
-
-
 class PipelineTerminated(BaseException):
     """Raised in the main thread when the process receives SIGTERM.
 
     A BaseException so that stage code catching ``Exception`` does not swallow it; the run
     contexts end the open runs KILLED on their way out.
     """
+
+
+class LineageError(MlcycleError):
+    """A run or model version cannot be traced back to what made it."""

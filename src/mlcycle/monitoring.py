@@ -28,7 +28,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mlcycle import drift, lineage, tracking
+from mlcycle import drift, reference, tracking
 from mlcycle.config import MonitorAppConfig, Task, flatten, pipeline_config
 from mlcycle.data import CATEGORICAL, NUMERIC, digest, read_table, resolve_path
 from mlcycle.errors import ConfigError, DataError, LineageError, MlcycleError
@@ -62,7 +62,7 @@ class MonitorResult:
     experiment_id: str
     tracking_uri: str
     verdict: str
-    model: lineage.ModelRef
+    model: reference.ModelRef
     batch_source: str
     batch_rows: int
     labelled_rows: int
@@ -88,8 +88,8 @@ def monitor(cfg: MonitorAppConfig) -> MonitorResult:
     experiment_id = tracking.prepare_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location)
     client = MlflowClient(uri)
     m = cfg.monitor
-    model = lineage.resolve_model(client, m.model_name, m.model_alias, m.model_version)
-    ref = lineage.load_reference(client, model)
+    model = reference.resolve_model(client, m.model_name, m.model_alias, m.model_version)
+    ref = reference.load_reference(client, model)
     schema = ref.schema
     unknown = [c for c in m.ignore_columns if c not in schema.features]
     if unknown:
@@ -101,8 +101,8 @@ def monitor(cfg: MonitorAppConfig) -> MonitorResult:
 
     thresholds = drift.DriftThresholds(psi=m.psi_threshold, alpha=m.alpha, n_bins=m.n_bins, max_categories=m.max_categories)
     watched = {c: k for c, k in ref.kinds.items() if c not in m.ignore_columns}
-    reference = ref.fitted_rows
-    results = drift.data_drift(reference, features, watched, thresholds)
+    fitted = ref.fitted_rows
+    results = drift.data_drift(fitted, features, watched, thresholds)
     share = drift.drifted_share(results)
 
     sk_model = mlflow.sklearn.load_model(model.uri)
@@ -154,7 +154,7 @@ def _replace(result: MonitorResult, **changes) -> MonitorResult:
     return replace(result, **changes)
 
 
-def load_batch(cfg: MonitorAppConfig, ref: lineage.Reference) -> tuple[pd.DataFrame, str]:
+def load_batch(cfg: MonitorAppConfig, ref: reference.Reference) -> tuple[pd.DataFrame, str]:
     """The batch as a raw frame and a description of where it came from."""
     batch = cfg.batch
     if batch.path:
@@ -181,7 +181,7 @@ def _scores(model, X: pd.DataFrame, task: Task) -> tuple[np.ndarray, str]:
     return np.asarray(model.predict(X)).astype(str), CATEGORICAL
 
 
-def _performance(cfg, model: lineage.ModelRef, ref: lineage.Reference, sk_model, features, y):
+def _performance(cfg, model: reference.ModelRef, ref: reference.Reference, sk_model, features, y):
     """Metrics on the labelled rows and, when enough of them, the decay check."""
     from mlcycle.evaluation import compute_metrics, greater_is_better, predict_all, primary_metric
 
@@ -292,15 +292,15 @@ def _log_monitoring_run(
 def _report(cfg, model, ref, source, batch_frame, results, share, prediction, decay, batch_metrics, verdict, scores) -> str:
     from mlcycle import monitor_report as report
 
-    reference = ref.fitted_rows
+    fitted = ref.fitted_rows
     kinds = ref.kinds
-    plots = {r.feature: report.distribution_plot(r.feature, kinds[r.feature], reference[r.feature], batch_frame[r.feature]) for r in results}
+    plots = {r.feature: report.distribution_plot(r.feature, kinds[r.feature], fitted[r.feature], batch_frame[r.feature]) for r in results}
     ref_scores, batch_scores, score_kind = scores
     plots["prediction"] = report.distribution_plot("prediction (model output)", score_kind, pd.Series(ref_scores), pd.Series(batch_scores))
     m = cfg.monitor
     summary = [
         ("model", f"{model.name} version {model.version}" + (f" (@{model.alias})" if model.alias else "")),
-        ("reference", f"root run {ref.root_run_id}, {len(reference)} rows ({ref.data_source})"),
+        ("reference", f"root run {ref.root_run_id}, {len(fitted)} rows ({ref.data_source})"),
         ("batch", f"{source}, {len(batch_frame)} rows"),
         ("drifted features", f"{sum(r.drifted for r in results)} of {len(results)} ({share:.0%}; threshold {m.max_drifted_share:.0%})"),
     ]
@@ -354,8 +354,8 @@ def retrain(cfg: MonitorAppConfig, monitoring_run_id: str) -> RetrainOutcome:
         )
     tags = mon.data.tags
     name, version = tags["mlcycle.monitored_model"], tags["mlcycle.monitored_version"]
-    model = lineage.resolve_model(client, name, None, version)
-    ref = lineage.load_reference(client, model)
+    model = reference.resolve_model(client, name, None, version)
+    ref = reference.load_reference(client, model)
     schema = ref.schema
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -370,10 +370,10 @@ def retrain(cfg: MonitorAppConfig, monitoring_run_id: str) -> RetrainOutcome:
     )
     batch = batch[batch[schema.target].notna()]
     columns = [*schema.features, schema.target]
-    reference = ref.all_rows[columns]
+    kept = ref.all_rows[columns]
     if cfg.monitor.retrain_reference_fraction < 1:  # give the new data more weight
-        reference = reference.sample(frac=cfg.monitor.retrain_reference_fraction, random_state=cfg.seed)
-    combined = pd.concat([reference, batch[columns]], ignore_index=True)
+        kept = kept.sample(frac=cfg.monitor.retrain_reference_fraction, random_state=cfg.seed)
+    combined = pd.concat([kept, batch[columns]], ignore_index=True)
     if schema.task is not Task.regression and all(isinstance(c, int | np.integer) for c in schema.classes):
         combined[schema.target] = combined[schema.target].astype(int)
     out_dir = Path(cfg.paths.data_dir) / "retrain"
@@ -402,13 +402,13 @@ def retrain(cfg: MonitorAppConfig, monitoring_run_id: str) -> RetrainOutcome:
             **cfg.mlflow.tags,
             TRIGGERED_BY_TAG: monitoring_run_id,
             "mlcycle.trigger_verdict": tags.get(VERDICT_TAG, ""),
-            "mlcycle.retrain_rows": f"{len(reference)} reference + {len(batch)} batch",
+            "mlcycle.retrain_rows": f"{len(kept)} reference + {len(batch)} batch",
         },
     }
     pipe_cfg = pipeline_config(resolved, cfg.monitor.retrain_overrides)
     champion_alias = pipe_cfg.registry.champion_alias
     before = alias_version(client, name, champion_alias)
-    log.info("retraining %s on %d reference + %d batch rows", name, len(reference), len(batch))
+    log.info("retraining %s on %d reference + %d batch rows", name, len(kept), len(batch))
     with _detached_from_mlflow_run():
         try:
             result = pipeline.run(pipe_cfg)

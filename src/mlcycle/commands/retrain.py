@@ -15,7 +15,9 @@ from mlcycle.errors import MlcycleError
 
 HELP = """usage: mlcycle retrain <monitoring-run-id> [key=value ...]
 
-Overrides are those of conf/monitor.yaml, e.g. monitor.retrain_overrides=[tune.n_trials=5].
+Overrides are those of conf/monitor.yaml, e.g. 'monitor.retrain_overrides=["tune.n_trials=5"]'
+or monitor.retrain_reference_fraction=0.25. Refuses a monitoring run that already has a
+retrain that did not fail.
 """
 
 

@@ -1,4 +1,4 @@
-"""From a registered model version back to the data it was trained on, through MLflow lineage.
+"""The reference data of a model version: back to what it was trained on, through MLflow lineage.
 
 version tag ``root_run_id`` -> the pipeline's root run (``config.yaml``, data source and
 digest tags) -> its child run ``ingest`` (tag ``mlcycle.stage=ingest``) -> the column kinds,
@@ -124,6 +124,8 @@ def load_reference(client: MlflowClient, model: ModelRef) -> Reference:
         raise LineageError(f"{model.name} version {model.version}: root run {root.info.run_id} has no ingest stage run")
     ingest = runs[0]
     params = ingest.data.params
+    # A stage served from the step cache keeps its outputs on the run it reused.
+    splits_run = ingest.data.tags.get("mlcycle.cache_source_run") or ingest.info.run_id
     try:
         target, task = params["target"], Task(params["task"])
         kinds = {
@@ -136,11 +138,11 @@ def load_reference(client: MlflowClient, model: ModelRef) -> Reference:
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = Path(client.download_artifacts(ingest.info.run_id, "splits", tmp))
+            local = Path(client.download_artifacts(splits_run, "splits", tmp))
             frames = {name: pd.read_parquet(local / f"{name}.parquet") for name in ("train", "validation", "test")}
         except (MlflowException, OSError) as exc:
             raise LineageError(
-                f"ingest run {ingest.info.run_id}: cannot read its splits/*.parquet artifacts ({exc})"
+                f"ingest run {splits_run}: cannot read its splits/*.parquet artifacts ({exc})"
             ) from None
         try:
             config_text = Path(client.download_artifacts(root.info.run_id, "config.yaml", tmp)).read_text()
