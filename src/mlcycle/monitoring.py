@@ -18,7 +18,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import mlflow
@@ -133,25 +133,19 @@ def monitor(cfg: MonitorAppConfig) -> MonitorResult:
     if labelled_rows == 0:
         note = "retrain skipped: the batch has no labels"
         client.set_tag(run_id, "mlcycle.retrain", note)
-        return _replace(result, note=note)
+        return replace(result, note=note)
     try:
         outcome = retrain(cfg, run_id)
     except Exception as exc:  # the verdict stands; the caller reports the failed action
         log.debug("retrain failed", exc_info=True)
-        return _replace(result, retrain_error=exc)
-    return _replace(result, retrain=outcome)
+        return replace(result, retrain_error=exc)
+    return replace(result, retrain=outcome)
 
 
 def _quiet() -> None:
     """No run URLs and no artifact download progress bars in the command's output."""
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def _replace(result: MonitorResult, **changes) -> MonitorResult:
-    from dataclasses import replace
-
-    return replace(result, **changes)
 
 
 def load_batch(cfg: MonitorAppConfig, ref: reference.Reference) -> tuple[pd.DataFrame, str]:
