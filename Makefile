@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv run test test-postgres test-fast lint ui data clean server server-stop server-status
+.PHONY: help venv run test test-postgres test-fast lint ui data clean server server-stop server-status airflow-check
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -53,5 +53,8 @@ server-status: ## is the tracking server running?
 data: $(STAMP) ## write the default dataset to data/ecommerce.csv
 	$(BIN)/mlcycle generate-data
 
+airflow-check: $(STAMP) ## run orchestration/airflow_dag.py with real Airflow (own venv .venv-airflow, created if missing)
+	scripts/check_airflow_dag.sh .venv-airflow
+
 clean: ## remove run outputs (tracking store, artifacts, Hydra outputs); keeps .venv
-	rm -rf mlflow.db mlflow.db.registry-*.lock .mlcycle mlartifacts mlruns outputs multirun
+	rm -rf mlflow.db mlflow.db.registry-*.lock .mlcycle mlartifacts mlruns outputs multirun data/retrain

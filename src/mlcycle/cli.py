@@ -24,6 +24,8 @@ commands:
   reproduce <model|run>    rerun a registered version's (or run's) pipeline from its lineage
                            and check that its test metrics match exactly
   tune-worker              join a tuning study from another process or machine
+  monitor [overrides...]   drift/decay of the champion on a new batch; retrain on the verdict
+  retrain <monitor-run-id> retrain on a monitoring run's batch (what monitor does on decay)
 
 Run 'mlcycle <command> --help' for a command's options; 'mlcycle train --help' shows the
 configuration groups. Examples:
@@ -48,6 +50,8 @@ COMMANDS: dict[str, str] = {
     "predict": "mlcycle.commands.predict:main",
     "reproduce": "mlcycle.commands.reproduce:main",
     "tune-worker": "mlcycle.commands.tune_worker:main",
+    "monitor": "mlcycle.commands.monitor:main",
+    "retrain": "mlcycle.commands.retrain:main",
 }
 
 

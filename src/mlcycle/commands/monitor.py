@@ -1,0 +1,150 @@
+"""``mlcycle monitor [overrides...]``: drift and decay of the watched model on a new batch.
+
+Exit codes: 0 ok, 10 drift, 11 decay (``monitor.exit_codes=false``: 0 for any verdict);
+2 bad input or configuration, 1 anything else (including a failed retrain).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+from mlcycle.cli import expand_overrides
+from mlcycle.errors import MlcycleError
+
+HELP = """usage: mlcycle monitor [key=value ...]
+
+Compares a new batch with the training data of the watched model (found through its
+MLflow lineage), logs a monitoring run with a verdict ok / drift / decay, and retrains when
+the verdict reaches monitor.retrain_on. Configuration: conf/monitor.yaml, conf/monitor/.
+
+  mlcycle monitor batch.path=new_sessions.csv          # a file (target column optional)
+  mlcycle monitor batch.drift=2 batch.seed=7           # generated batch, drifted
+  mlcycle monitor monitor.retrain_on=never             # report only
+  mlcycle monitor monitor.model_name=mlcycle-csv monitor.model_version=3
+
+Exit codes: 0 ok, 10 drift, 11 decay; 2 bad input/config, 1 other errors.
+"""
+
+
+def compose(args: list[str]):
+    """The typed monitor config; a bad override is one ConfigError line."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from mlcycle.commands.train import _one_line
+    from mlcycle.config import ConfigError, config_dir, register_configs, to_typed_monitor
+
+    register_configs()
+    with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="mlcycle-monitor"):
+        try:
+            cfg = hydra_compose("monitor", overrides=list(args))
+        except Exception as exc:
+            raise ConfigError(_one_line(exc)) from None
+    try:
+        return to_typed_monitor(cfg)
+    except MlcycleError:
+        raise
+    except Exception as exc:
+        raise ConfigError(_one_line(exc)) from None
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(HELP)
+        return 0
+    args = expand_overrides(argv)
+    try:
+        cfg = compose(args)
+        from mlcycle import monitoring
+
+        result = monitoring.monitor(cfg)
+    except MlcycleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:
+        return _unexpected(exc)
+    print(summary(result, cfg))
+    if cfg.monitor.result_file:
+        write_result(result, cfg.monitor.result_file)
+    if result.retrain_error is not None:  # the verdict is logged; the action failed
+        exc = result.retrain_error
+        if isinstance(exc, MlcycleError):
+            print(f"error: retrain: {exc}", file=sys.stderr)
+            return exc.exit_code
+        return _unexpected(exc, "retrain: ")
+    return result.exit_code if cfg.monitor.exit_codes else 0
+
+
+def write_result(result, path: str) -> None:
+    """The outcome as one JSON object, for an orchestrator to branch on."""
+    import json
+    from pathlib import Path
+
+    payload = {
+        "run_id": result.run_id,
+        "verdict": result.verdict,
+        "exit_code": result.exit_code,
+        "model": result.model.name,
+        "version": result.model.version,
+        "drifted_share": result.drifted_share,
+        "labelled_rows": result.labelled_rows,
+        "retrain_run_id": result.retrain.run_id if result.retrain else None,
+        "retrain_failed": result.retrain_error is not None,
+    }
+    out = Path(path).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload) + "\n")
+
+
+def _unexpected(exc: BaseException, where: str = "") -> int:
+    if os.environ.get("MLCYCLE_DEBUG"):
+        traceback.print_exception(exc)
+    hint = "" if os.environ.get("MLCYCLE_DEBUG") else " (MLCYCLE_DEBUG=1 shows the traceback)"
+    print(f"error: {where}{type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+    return 1
+
+
+def summary(result, cfg) -> str:
+    """The short table: one line per feature, the prediction, performance, verdict, action."""
+    m = cfg.monitor
+    model = result.model
+    lines = [
+        f"mlcycle monitor: {model.name} v{model.version}" + (f" (@{model.alias})" if model.alias else ""),
+        f"  batch: {result.batch_source} ({result.batch_rows} rows, {result.labelled_rows} labelled)",
+        f"  {'feature':<24}{'kind':<12}{'PSI':>8}  {'test':<5}{'p-value':>10}  drifted",
+    ]
+    rows = [*result.features, *([result.prediction] if result.prediction else [])]
+    for r in rows:
+        p = "<1e-300" if r.p_value == 0 else f"{r.p_value:.2g}"
+        lines.append(f"  {r.feature[:23]:<24}{r.kind:<12}{r.psi:>8.3f}  {r.test:<5}{p:>10}  {'yes' if r.drifted else ''}")
+    n_drifted = sum(r.drifted for r in result.features)
+    lines.append(
+        f"  drifted features: {n_drifted}/{len(result.features)} = {result.drifted_share:.0%} "
+        f"(drift at >= {m.max_drifted_share:.0%}; PSI >= {m.psi_threshold} and p < {m.alpha})"
+    )
+    if result.decay is not None:
+        d = result.decay
+        from mlcycle.monitoring import tolerance
+
+        lines.append(
+            f"  {d.metric}: registered {d.baseline:.4f}, batch {d.current:.4f}, worse by {d.worsening:.4f} "
+            f"= {d.relative:.1%} (decay at {tolerance(d.metric, m)})"
+        )
+    elif result.labelled_rows == 0:
+        lines.append("  performance: no labels in the batch, drift only")
+    if result.note:
+        lines.append(f"  note: {result.note}")
+    code = result.exit_code
+    lines.append(f"verdict: {result.verdict.upper()} (exit code {code if m.exit_codes else 0})")
+    lines.append(f"monitoring run {result.run_id} (report.html in its artifacts)")
+    if result.retrain is not None:
+        r = result.retrain
+        moved = f"champion v{r.champion_before} -> v{r.champion_after}" if r.champion_before != r.champion_after else f"champion stays v{r.champion_after}"
+        lines.append(f"retrain: root run {r.run_id} on {r.data_rows} rows -> {model.name} v{r.version}; {moved}")
+    elif result.retrain_error is not None:
+        lines.append("retrain: FAILED (see the error below; the retrain's root run is tagged mlcycle.error)")
+    elif m.retrain_on.value != "never" and not result.note.startswith("retrain"):
+        lines.append(f"retrain: not triggered (monitor.retrain_on={m.retrain_on.value})")
+    return "\n".join(lines)

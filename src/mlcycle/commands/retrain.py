@@ -1,0 +1,43 @@
+"""``mlcycle retrain <monitoring-run-id> [overrides...]``: the action of a monitoring run, alone.
+
+Trains on the watched model's reference data + the monitoring run's labelled batch, with
+that model's own config, as a new root run tagged ``mlcycle.triggered_by``. What
+``mlcycle monitor`` does when its verdict reaches ``monitor.retrain_on``; separate so that
+an orchestrator can run monitor and retrain as two tasks. At most once per monitoring run.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from mlcycle.cli import expand_overrides
+from mlcycle.errors import MlcycleError
+
+HELP = """usage: mlcycle retrain <monitoring-run-id> [key=value ...]
+
+Overrides are those of conf/monitor.yaml, e.g. 'monitor.retrain_overrides=["tune.n_trials=5"]'
+or monitor.retrain_reference_fraction=0.25. Refuses a monitoring run that already has a
+retrain that did not fail.
+"""
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help") or argv[0].startswith("-") or "=" in argv[0]:
+        print(HELP, file=sys.stderr if not argv or argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    run_id, args = argv[0], expand_overrides(argv[1:])
+    from mlcycle.commands.monitor import _unexpected, compose
+
+    try:
+        cfg = compose(args)
+        from mlcycle import monitoring
+
+        outcome = monitoring.retrain(cfg, run_id)
+    except MlcycleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:
+        return _unexpected(exc)
+    moved = "promoted to champion" if outcome.promoted else f"champion stays v{outcome.champion_after}"
+    print(f"mlcycle retrain: root run {outcome.run_id} on {outcome.data_rows} rows -> version {outcome.version}; {moved}")
+    return 0
