@@ -405,8 +405,9 @@ def _validate_gate(gate: GateConfig) -> None:
         raise ConfigError(f"registry.gate.guard_metrics: tolerances must be >= 0, got {negative}")
 
 
-def from_resolved(resolved: dict[str, Any]) -> Config:
-    """A typed Config from a resolved config dict (a run's ``config.yaml``).
+def from_resolved(resolved: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    """A typed Config from a resolved config dict (a run's ``config.yaml``), with optional
+    ``key=value`` overrides on top (e.g. a retrain's).
 
     Keys this version of mlcycle does not know, or values of the wrong type, raise
     ConfigError; keys the dict lacks (added since) take their defaults.
@@ -415,7 +416,9 @@ def from_resolved(resolved: dict[str, Any]) -> Config:
 
     register_configs()
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), resolved)
+        merged = OmegaConf.merge(
+            OmegaConf.structured(Config), OmegaConf.create(resolved), OmegaConf.from_dotlist(list(overrides or []))
+        )
         typed = OmegaConf.to_object(merged)
     except Exception as exc:  # omegaconf validation errors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -534,20 +537,3 @@ def validate_monitor(cfg: MonitorAppConfig) -> None:
     bad = [o for o in m.retrain_overrides if "=" not in o]
     if bad:
         raise ConfigError(f"monitor.retrain_overrides must be key=value items, got {bad}")
-
-
-def pipeline_config(resolved: dict[str, Any], overrides: list[str] | None = None) -> Config:
-    """A typed pipeline Config from a resolved ``config.yaml`` (as a run logged it), with
-    ``key=value`` overrides on top. Used to retrain with the configuration of a past run."""
-    from omegaconf import OmegaConf
-
-    register_configs()
-    base = OmegaConf.structured(Config)
-    try:
-        merged = OmegaConf.merge(base, OmegaConf.create(resolved), OmegaConf.from_dotlist(list(overrides or [])))
-        return to_typed(merged)
-    except ConfigError:
-        raise
-    except Exception as exc:  # unknown key, wrong type
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot rebuild the pipeline configuration: {first}") from None

@@ -29,9 +29,10 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from mlcycle import drift, reference, tracking
-from mlcycle.config import MonitorAppConfig, Task, flatten, pipeline_config
+from mlcycle.config import MonitorAppConfig, Task, flatten, from_resolved
 from mlcycle.data import CATEGORICAL, NUMERIC, digest, read_table, resolve_path
 from mlcycle.errors import ConfigError, DataError, LineageError, MlcycleError
+from mlcycle.remote import check_tracking_store
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ def monitor(cfg: MonitorAppConfig) -> MonitorResult:
     """Compare a new batch with the watched model's reference data; log and act on it."""
     _quiet()
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    check_tracking_store(uri, cfg.mlflow.connect_timeout)  # fail in seconds, before any work
     experiment_id = tracking.prepare_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location)
     client = MlflowClient(uri)
     m = cfg.monitor
@@ -331,6 +333,7 @@ def retrain(cfg: MonitorAppConfig, monitoring_run_id: str) -> RetrainOutcome:
 
     _quiet()
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    check_tracking_store(uri, cfg.mlflow.connect_timeout)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     try:
@@ -399,7 +402,7 @@ def retrain(cfg: MonitorAppConfig, monitoring_run_id: str) -> RetrainOutcome:
             "mlcycle.retrain_rows": f"{len(kept)} reference + {len(batch)} batch",
         },
     }
-    pipe_cfg = pipeline_config(resolved, cfg.monitor.retrain_overrides)
+    pipe_cfg = from_resolved(resolved, cfg.monitor.retrain_overrides)
     champion_alias = pipe_cfg.registry.champion_alias
     before = alias_version(client, name, champion_alias)
     log.info("retraining %s on %d reference + %d batch rows", name, len(kept), len(batch))

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import PROJECT_ROOT
 
 DAG_FILE = PROJECT_ROOT / "orchestration" / "airflow_dag.py"

@@ -14,12 +14,12 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from tests.conftest import TINY, compose
 
 from mlcycle import monitoring, pipeline
 from mlcycle.commands import monitor as monitor_cmd
 from mlcycle.commands import retrain as retrain_cmd
 from mlcycle.errors import DataError, MlcycleError
+from tests.conftest import TINY, compose
 
 # 3,000 rows give a 600-row test split: a registered ROC AUC stable enough that a
 # no-drift batch stays within the 0.05 tolerance (measured: within 0.02).
