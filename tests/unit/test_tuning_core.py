@@ -4,6 +4,7 @@ and the objective a remote worker rebuilds."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
 
 from mlcycle import tuning
 from mlcycle.config import EstimatorSpec, Task
@@ -137,6 +139,30 @@ def test_threads_reach_the_target_exactly_and_report_every_trial():
     assert result.n_run == 7 and len(result.study.trials) == 7
     assert sorted(r.number for r in seen) == list(range(7))
     assert all(len(r.fold_scores) == 3 for r in seen)
+
+
+class OpenMPProbe(LogisticRegression):
+    """Logistic regression that records the OpenMP thread count its fit would get."""
+
+    seen: list[int] = []
+
+    def fit(self, X, y, sample_weight=None):
+        from threadpoolctl import threadpool_info
+
+        OpenMPProbe.seen.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp")
+        return super().fit(X, y, sample_weight)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to split between 2 trial threads")
+def test_trial_threads_share_the_cores_through_openmp():
+    """OpenMP's thread count is per calling thread; each trial thread must get its share,
+    not every core (two HGB trials at 2 OpenMP threads each halve the throughput)."""
+    OpenMPProbe.seen.clear()
+    spec = replace(LOGREG, estimator=f"{__name__}.OpenMPProbe")
+    search = tuning.Search(study_name="openmp", n_trials=4, seed=1)
+    tuning.optimize(small_objective(spec), search, n_jobs=2, parallel="thread")
+    share = len(os.sched_getaffinity(0)) // 2
+    assert OpenMPProbe.seen and set(OpenMPProbe.seen) == {share}
 
 
 def test_pruned_trials_report_the_folds_they_scored():
