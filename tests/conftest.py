@@ -42,11 +42,16 @@ def store(tmp_path, template_store, monkeypatch) -> Iterator[str]:
 
 def private_store(root: Path, template_store: Path, monkeypatch) -> Iterator[str]:
     """Copy the migrated template into ``root`` and point MLflow and mlcycle at it."""
-    import mlflow
-
     db = root / "mlflow.db"
     shutil.copy(template_store, db)
-    uri = f"sqlite:///{db}"
+    yield from tracking_at(f"sqlite:///{db}", root, monkeypatch)
+
+
+def tracking_at(uri: str, root: Path, monkeypatch) -> Iterator[str]:
+    """Point MLflow and mlcycle (in this process and its children) at the store ``uri``;
+    afterwards end any run left active and forget the URI."""
+    import mlflow
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLCYCLE_ROOT", str(root))
     monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

@@ -7,7 +7,6 @@ One champion is trained per module (a few seconds); every test watches that vers
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import mlflow
@@ -19,7 +18,7 @@ from mlcycle import monitoring, pipeline
 from mlcycle.commands import monitor as monitor_cmd
 from mlcycle.commands import retrain as retrain_cmd
 from mlcycle.errors import DataError, MlcycleError
-from tests.conftest import TINY, compose
+from tests.conftest import TINY, compose, private_store
 
 # 3,000 rows give a 600-row test split: a registered ROC AUC stable enough that a
 # no-drift batch stays within the 0.05 tolerance (measured: within 0.02).
@@ -31,22 +30,10 @@ BATCH = ["batch.n_rows=1500", "monitor.model_version=1"]
 def trained(tmp_path_factory, template_store):
     """A private store holding one trained, registered champion (version 1)."""
     root = tmp_path_factory.mktemp("monitoring")
-    db = root / "mlflow.db"
-    shutil.copy(template_store, db)
-    uri = f"sqlite:///{db}"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("MLCYCLE_ROOT", str(root))
-        mp.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            mp.delenv(var, raising=False)
-        mlflow.set_tracking_uri(uri)
-        result = pipeline.run(compose(TRAIN))
-        yield root, result
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
-        mlflow.set_tracking_uri(None)
+        for _ in private_store(root, template_store, mp):
+            yield root, pipeline.run(compose(TRAIN))
 
 
 def monitor_cfg(*overrides: str):

@@ -24,7 +24,7 @@ from mlcycle import cli, pipeline
 from mlcycle.evaluation import CLASSIFICATION_METRICS
 from mlcycle.report import REPORT_ARTIFACT, REPORT_ERROR_TAG, render
 from mlcycle.report.render import external_references
-from tests.conftest import TINY, compose
+from tests.conftest import TINY, compose, private_store
 
 ALL_SECTIONS = ["data", "preprocessing", "features", "tuning", "training", "evaluation", "registry", "lineage", "timings"]
 
@@ -85,22 +85,11 @@ def stage_runs(client: MlflowClient, root_id: str) -> dict:
 @pytest.fixture(scope="module")
 def full_run(template_store, tmp_path_factory):
     """One full tiny pipeline run in a private store, shared by the read-only tests below."""
-    root = tmp_path_factory.mktemp("report-store")
-    db = root / "mlflow.db"
-    shutil.copy(template_store, db)
-    uri = f"sqlite:///{db}"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("MLCYCLE_ROOT", str(root))
-        mp.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-        for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            mp.delenv(var, raising=False)
-        mlflow.set_tracking_uri(uri)
-        result = pipeline.run(compose([*TINY, "tune.n_trials=6"]))
-        client = MlflowClient(uri)
-        html = report_of(client, result.run_id)
-        yield client, result, html
-        mlflow.set_tracking_uri(None)
+        for uri in private_store(tmp_path_factory.mktemp("report-store"), template_store, mp):
+            result = pipeline.run(compose([*TINY, "tune.n_trials=6"]))
+            client = MlflowClient(uri)
+            yield client, result, report_of(client, result.run_id)
 
 
 def test_report_is_on_the_root_run_with_a_section_per_stage(full_run):

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from mlcycle.masking import mask_text
-from tests.conftest import subprocess_env
+from tests.conftest import subprocess_env, tracking_at
 from tests.server.harness import ENABLE_HINT, MLFLOW, POSTGRES_ENV, MlflowServer, Postgres, required
 
 
@@ -80,21 +80,15 @@ def experiment(request) -> str:
 @pytest.fixture
 def remote(monkeypatch, tmp_path):
     """Point the in-process pipeline at a tracking server: ``remote(url)``."""
-    import mlflow
+    pointed = []
 
     def use(url: str) -> str:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-        monkeypatch.setenv("MLCYCLE_ROOT", str(tmp_path))
-        monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-        for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            monkeypatch.delenv(var, raising=False)
-        mlflow.set_tracking_uri(url)
-        return url
+        pointed.append(tracking_at(url, tmp_path, monkeypatch))
+        return next(pointed[-1])
 
     yield use
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
+    for store in reversed(pointed):
+        next(store, None)  # ends runs left active, forgets the URI
 
 
 @pytest.fixture
