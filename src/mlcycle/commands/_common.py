@@ -18,22 +18,24 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
     return parser.parse_intermixed_args(expand_overrides(argv))
 
 
-def compose(overrides: list[str]):
-    """The project's typed config with these overrides; a bad override is one ConfigError."""
+def compose(overrides: list[str], config_name: str = "config", job_name: str = "mlcycle"):
+    """The project's typed config (``config``, or ``monitor``) with these overrides; a bad
+    override is one ConfigError line."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     from mlcycle.commands.train import _one_line
-    from mlcycle.config import config_dir, register_configs, to_typed
+    from mlcycle.config import config_dir, register_configs, to_typed, to_typed_monitor
 
+    typed = {"config": to_typed, "monitor": to_typed_monitor}[config_name]
     register_configs()
-    with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="mlcycle"):
+    with initialize_config_dir(str(config_dir()), version_base="1.3", job_name=job_name):
         try:
-            cfg = hydra_compose("config", overrides=list(overrides))
+            cfg = hydra_compose(config_name, overrides=list(overrides))
         except Exception as exc:
             raise ConfigError(_one_line(exc)) from None
     try:
-        return to_typed(cfg)
+        return typed(cfg)
     except MlcycleError:
         raise
     except Exception as exc:

@@ -30,24 +30,9 @@ Exit codes: 0 ok, 10 drift, 11 decay; 2 bad input/config, 1 other errors.
 
 def compose(args: list[str]):
     """The typed monitor config; a bad override is one ConfigError line."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from mlcycle.commands import _common
 
-    from mlcycle.commands.train import _one_line
-    from mlcycle.config import ConfigError, config_dir, register_configs, to_typed_monitor
-
-    register_configs()
-    with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="mlcycle-monitor"):
-        try:
-            cfg = hydra_compose("monitor", overrides=list(args))
-        except Exception as exc:
-            raise ConfigError(_one_line(exc)) from None
-    try:
-        return to_typed_monitor(cfg)
-    except MlcycleError:
-        raise
-    except Exception as exc:
-        raise ConfigError(_one_line(exc)) from None
+    return _common.compose(args, config_name="monitor", job_name="mlcycle-monitor")
 
 
 def main(argv: list[str]) -> int:
