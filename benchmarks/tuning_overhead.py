@@ -46,7 +46,7 @@ def bare(cfg, state) -> dict:
         iter_fold_scores,
         prepare_folds,
     )
-    from mlcycle.tuning import suggest
+    from mlcycle.tuning import suggest, thread_limits
 
     schema = state.schema
     metric = primary_metric(cfg.evaluate.primary_metric, schema.task)
@@ -64,8 +64,9 @@ def bare(cfg, state) -> dict:
         sampler=optuna.samplers.TPESampler(seed=cfg.tune.seed),
     )
     started = time.perf_counter()
-    study.optimize(objective, n_trials=cfg.tune.n_trials)
-    return {"study_s": time.perf_counter() - started, "blocked_ms": 0.0, "wait_s": 0.0, "best": study.best_value}
+    with thread_limits(1, cfg.tune.blas_threads):  # the same thread pools as the tune stage's trials
+        study.optimize(objective, n_trials=cfg.tune.n_trials)
+    return {"study_s": time.perf_counter() - started, "blocked_ms": 0.0, "wait_s": 0.0, "best": study.best_value, "writer": "-"}
 
 
 def tracked(cfg, state, uri: str, artifacts: Path) -> dict:
@@ -80,13 +81,15 @@ def tracked(cfg, state, uri: str, artifacts: Path) -> dict:
     experiment = tracking.prepare_experiment(uri, "bench-overhead", str(artifacts))
     with tracking.root_run(experiment, "bench", {}) as root, tracking.stage_run(root, "tune") as stage:
         tune.run(state, cfg, stage)
-    metrics = MlflowClient(uri).get_run(stage.run_id).data.metrics
+    data = MlflowClient(uri).get_run(stage.run_id).data
+    metrics = data.metrics
     mlflow.set_tracking_uri(None)
     return {
         "study_s": metrics["study_seconds"],
         "blocked_ms": metrics["tracking_blocked_ms_per_trial"],
         "wait_s": metrics["tracking_wait_seconds"],
         "best": next(v for k, v in metrics.items() if k.startswith("best_cv_")),
+        "writer": data.params["trial_writer"],
     }
 
 
@@ -96,6 +99,10 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument(
+        "overrides", nargs="*",
+        help="extra config overrides for every variant, e.g. tune.blas_threads=null tune.trial_writer=thread",
+    )
     parser.add_argument(
         "--threads", type=int, default=None,
         help="cap BLAS/OpenMP threads per process (on an overloaded machine, 2 spinning threads per trial can run 10x slower than 1)",
@@ -110,6 +117,7 @@ def main() -> None:
             cfg = compose([
                 f"model={model}", f"data.n_rows={args.rows}", f"tune.n_trials={args.trials}",
                 "tune.progress_bar=false", "tune.plots=false", "mlflow.experiment_name=bench-overhead",
+                *args.overrides,
             ])
             state = prepare_state(cfg)
             runs: dict[str, list[dict]] = {"bare": [], "sqlite": [], "http": []}
@@ -122,7 +130,7 @@ def main() -> None:
                         result = tracked(cfg, state, sqlite if variant == "sqlite" else http, Path(tmp) / "artifacts")
                     runs[variant].append(result)
                     print(f"  {model} rep {rep + 1} {variant:6s} study {result['study_s']:7.2f} s  "
-                          f"blocked {result['blocked_ms']:6.3f} ms/trial  writer wait {result['wait_s']:.3f} s", flush=True)
+                          f"blocked {result['blocked_ms']:6.3f} ms/trial  writer ({result['writer']}) wait {result['wait_s']:.3f} s", flush=True)
             base = median([r["study_s"] for r in runs["bare"]])
             print(f"\n{MODELS[model]}: {args.trials} trials, {args.rows:,} rows, {args.reps} reps; "
                   f"bare loop median {base:.2f} s ({base / args.trials * 1000:.0f} ms/trial)")

@@ -116,6 +116,12 @@ class Parallel(Enum):
     process = "process"  # n_jobs processes (this one + n_jobs - 1 spawned workers)
 
 
+class TrialWriterKind(Enum):
+    auto = "auto"  # process for a tracking server (on Linux), thread for a local store
+    thread = "thread"  # a background thread in the tuning process
+    process = "process"  # a forked process: its HTTP work never holds the trials' GIL
+
+
 @dataclass
 class TuneConfig:
     n_trials: int = 20  # target for the whole study: finished trials of earlier attempts count
@@ -127,6 +133,8 @@ class TuneConfig:
     pruner_startup_trials: int = 5  # trials that finish before any is pruned
     n_jobs: int = 1  # trials in parallel in this invocation
     parallel: Parallel = Parallel.process
+    blas_threads: int | None = 1  # BLAS threads per trial; null: the library default
+    trial_writer: TrialWriterKind = TrialWriterKind.auto  # who writes the trial runs
     # Optuna storage: null = in memory; sqlite:///file.db (one process, resumable);
     # journal:///file.log (processes on one machine); postgresql+psycopg2://... (many machines)
     storage: str | None = None
@@ -440,6 +448,8 @@ def validate_tune(tune: TuneConfig) -> None:
         raise ConfigError(f"tune.pruner must be one of {list(PRUNERS)}, got {tune.pruner!r}")
     if tune.n_jobs < 1:
         raise ConfigError(f"tune.n_jobs must be at least 1, got {tune.n_jobs}")
+    if tune.blas_threads is not None and tune.blas_threads < 1:
+        raise ConfigError(f"tune.blas_threads must be at least 1 or null, got {tune.blas_threads}")
     if tune.timeout is not None and tune.timeout <= 0:
         raise ConfigError(f"tune.timeout must be positive seconds or null, got {tune.timeout}")
     if tune.heartbeat_interval < 1 or tune.grace_period <= tune.heartbeat_interval:

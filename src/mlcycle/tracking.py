@@ -4,7 +4,6 @@
 * the run tree: ``root_run`` (attaches to the run ``mlflow run`` created) and ``stage_run``
   (a child created with an explicit parent id, never via ``nested=True``: see DESIGN.md);
 * ``RunLog``: params/metrics/tags buffered and sent in one ``log_batch`` per run;
-* ``TrialWriter``: a background thread that writes trial runs off the trial's critical path;
 * lineage tags (git commit, package version, config fingerprint);
 * stale runs: every pipeline and stage run carries its owner process (``mlcycle.owner``);
   ``close_stale_runs`` / ``close_run_tree`` end the runs a SIGKILLed process left RUNNING.
@@ -23,9 +22,7 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import subprocess
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -39,7 +36,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 
 from mlcycle import liveness
 from mlcycle.errors import PipelineTerminated
-from mlcycle.idempotent import TOKEN_TAG, create_run_once, is_remote, new_token, remove_ghosts
+from mlcycle.idempotent import create_run_once
 from mlcycle.remote import resolve_tracking_uri  # noqa: F401 - part of this module's API
 
 log = logging.getLogger(__name__)
@@ -213,73 +210,6 @@ def _ending(active: ActiveRun, fluent: bool) -> Iterator[None]:
                 mlflow.end_run(status=status)
             else:
                 active.log.client.set_terminated(active.run_id, status=status)
-
-
-# --------------------------------------------------------------------------- trial runs
-@dataclass(frozen=True)
-class TrialRecord:
-    name: str
-    params: dict[str, Any]
-    metrics: dict[str, float]
-    tags: dict[str, str]
-    status: str  # FINISHED | FAILED | KILLED
-    start_ms: int
-    end_ms: int
-
-
-class TrialWriter:
-    """Writes trial runs under a parent run from one background thread.
-
-    ``submit`` only enqueues: the trial never waits for the tracking store. Each trial costs
-    the store three calls (create_run with the parent tag, one log_batch, set_terminated).
-    ``close`` waits until everything is written and raises if anything could not be.
-    """
-
-    def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str):
-        self._client = client
-        self._experiment_id = experiment_id
-        self._parent = parent_run_id
-        self._queue: queue.Queue[TrialRecord | None] = queue.Queue()
-        self._errors: list[str] = []
-        self.written: list[str] = []
-        self._tokens: dict[str, str] = {}  # create token -> run id, to remove ghost trials
-        self._thread = threading.Thread(target=self._work, name="mlcycle-trial-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, record: TrialRecord) -> None:
-        self._queue.put(record)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if is_remote(self._client):  # one search for all trials: drop runs duplicated by retries
-            try:
-                remove_ghosts(self._client, self._experiment_id, self._tokens, parent_run_id=self._parent)
-            except Exception as exc:  # a ghost left now is removed by `mlcycle runs close-stale`
-                log.warning("could not check trial runs for duplicates: %s", exc)
-        if self._errors:
-            raise RuntimeError(f"{len(self._errors)} trial run(s) could not be logged: {self._errors[0]}")
-
-    def _work(self) -> None:
-        while (record := self._queue.get()) is not None:
-            try:
-                self._write(record)
-            except Exception as exc:  # reported by close(); keep writing the others
-                self._errors.append(f"{record.name}: {exc}")
-
-    def _write(self, record: TrialRecord) -> None:
-        token = new_token()
-        tags = {PARENT_TAG: self._parent, KIND_TAG: "trial", TOKEN_TAG: token, **record.tags}
-        run = self._client.create_run(self._experiment_id, start_time=record.start_ms, tags=tags, run_name=record.name)
-        run_id = run.info.run_id
-        self._tokens[token] = run_id
-        self._client.log_batch(
-            run_id,
-            params=[Param(k, _param(v)) for k, v in record.params.items()],
-            metrics=[Metric(k, float(v), record.end_ms, 0) for k, v in record.metrics.items()],
-        )
-        self._client.set_terminated(run_id, status=record.status, end_time=record.end_ms)
-        self.written.append(run_id)
 
 
 # --------------------------------------------------------------------------- stale runs

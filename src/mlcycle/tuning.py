@@ -81,6 +81,10 @@ class Search:
     heartbeat_interval: int = 10
     grace_period: int = 30
     max_retry: int = 2
+    # BLAS threads per trial (None: the library's default). Trials parallelise over
+    # n_jobs; inside one trial, multithreaded BLAS on these problem sizes spins more than it
+    # computes (docs/benchmarks.md: logistic regression 2.7x slower with 2 threads).
+    blas_threads: int | None = 1
 
 
 @dataclass(frozen=True)
@@ -494,7 +498,7 @@ def optimize(
         quota = Quota(slots) if not shared or max_trials is not None else None
         if on_start is not None:
             on_start(before, slots)
-        stack.enter_context(_thread_limits(n_jobs))
+        stack.enter_context(thread_limits(n_jobs, search.blas_threads))
         if n_jobs == 1:
             stats = [work(study, objective, search, quota=quota, shared=shared, deadline=deadline, on_trial=on_trial)]
         elif parallel == "thread":
@@ -535,14 +539,28 @@ def summarize(study: optuna.Study, n_before: int, stats: list[WorkerStats]) -> S
 
 
 @contextlib.contextmanager
-def _thread_limits(n_jobs: int) -> Iterator[None]:
-    """n_jobs parallel trials share the cores: each gets cores // n_jobs BLAS/OpenMP threads."""
-    if n_jobs == 1:
+def thread_limits(n_jobs: int, blas_threads: int | None = None) -> Iterator[None]:
+    """n_jobs parallel trials share the cores: each gets cores // n_jobs BLAS/OpenMP
+    threads, and at most ``blas_threads`` BLAS threads (process-wide limits)."""
+    threads = _threads_per_job(n_jobs) if n_jobs > 1 else None
+    with _limits(threads, blas_threads):
+        yield
+
+
+@contextlib.contextmanager
+def _limits(threads: int | None, blas_threads: int | None) -> Iterator[None]:
+    """Cap every thread pool at ``threads`` and BLAS at ``min(threads, blas_threads)``."""
+    blas = min((n for n in (threads, blas_threads) if n), default=None)
+    if threads is None and blas is None:
         yield
         return
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=_threads_per_job(n_jobs)):
+    with contextlib.ExitStack() as stack:
+        if threads is not None:
+            stack.enter_context(threadpool_limits(limits=threads))
+        if blas is not None and blas != threads:
+            stack.enter_context(threadpool_limits(limits=blas, user_api="blas"))
         yield
 
 
@@ -637,9 +655,7 @@ def _process_main(objective, search, index, quota_value, shared, deadline, resul
     signal.signal(signal.SIGTERM, terminate)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=threads):
+        with _limits(threads, search.blas_threads):
             study = load_study(search, objective, worker_index=index)
             quota = Quota(0, quota_value) if quota_value is not None else None
             stats = work(

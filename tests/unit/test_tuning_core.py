@@ -165,6 +165,40 @@ def test_trial_threads_share_the_cores_through_openmp():
     assert OpenMPProbe.seen and set(OpenMPProbe.seen) == {share}
 
 
+class BLASProbe(LogisticRegression):
+    """Logistic regression that records the BLAS and OpenMP thread counts its fit gets."""
+
+    seen: list[tuple[str, int]] = []
+
+    def fit(self, X, y, sample_weight=None):
+        from threadpoolctl import threadpool_info
+
+        BLASProbe.seen.extend((p["user_api"], p["num_threads"]) for p in threadpool_info())
+        return super().fit(X, y, sample_weight)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to tell a cap from the default")
+@pytest.mark.parametrize("blas_threads", [1, None])
+def test_trials_get_the_configured_blas_threads_and_every_openmp_thread(blas_threads):
+    """tune.blas_threads caps BLAS inside trials (default 1: multithreaded BLAS spins on
+    these sizes) and leaves OpenMP (histogram gradient boosting) with every core; null
+    leaves BLAS alone. Outside the study the limits are restored."""
+    from threadpoolctl import threadpool_info
+
+    before = {(p["user_api"], p["num_threads"]) for p in threadpool_info()}
+    assert ("blas", 1) not in before  # else the test could not tell a cap from the default
+    BLASProbe.seen.clear()
+    spec = replace(LOGREG, estimator=f"{__name__}.BLASProbe")
+    search = tuning.Search(study_name="blas", n_trials=2, seed=1, blas_threads=blas_threads)
+    tuning.optimize(small_objective(spec), search)
+    cores = len(os.sched_getaffinity(0))
+    blas = {n for api, n in BLASProbe.seen if api == "blas"}
+    openmp = {n for api, n in BLASProbe.seen if api == "openmp"}
+    assert blas == ({1} if blas_threads == 1 else {n for api, n in before if api == "blas"})
+    assert openmp == {cores}
+    assert {(p["user_api"], p["num_threads"]) for p in threadpool_info()} == before
+
+
 def test_pruned_trials_report_the_folds_they_scored():
     # a search space with a hopeless region: very few neighbours overfit
     spec = EstimatorSpec(

@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from mlcycle.evaluation import greater_is_better
     from mlcycle.progress import TrialProgress
     from mlcycle.stages.tune import ARTIFACT_DIR, OBJECTIVE_FILE, TRAIN_FILE, trial_record
+    from mlcycle.trial_runs import open_writer
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise WorkerError(f"{exc} ({mask_uri(storage)})") from None
 
-    writer = tracking.TrialWriter(client, tune_run.info.experiment_id, args.tune_run_id)
+    writer = open_writer(client, tune_run.info.experiment_id, args.tune_run_id)
     progress = TrialProgress(greater_is_better(objective.metric), enabled=not args.quiet)
 
     def on_trial(result) -> None:

@@ -2,7 +2,8 @@
 
 Trials are scored by cross-validation on the training rows. Each fold's preprocessing is
 fitted once, up front, so a trial only fits estimators. Trial runs are written by a
-background thread (TrialWriter): the study never waits for the tracking store. Trials from
+background writer (trial_runs: a forked process for a tracking server, else a thread): the
+study never waits for the tracking store. Trials from
 other threads, processes (``tune.n_jobs``) or machines (``mlcycle tune-worker``) all become
 children of this stage's run.
 
@@ -37,7 +38,8 @@ from mlcycle.modeling import (
 )
 from mlcycle.progress import TrialProgress
 from mlcycle.state import State
-from mlcycle.tracking import ActiveRun, TrialRecord, TrialWriter
+from mlcycle.tracking import ActiveRun
+from mlcycle.trial_runs import TrialRecord, open_writer
 from mlcycle.tuning import Objective, Search, TrialResult
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
             "metric": metric, "sampler": tune.sampler, "pruner": tune.pruner, "n_trials": tune.n_trials,
             "cv_folds": tune.cv_folds, "n_jobs": tune.n_jobs, "parallel": tune.parallel.value,
             "study_name": search.study_name, "storage": mask_uri(tune.storage) if tune.storage else "memory",
-            "estimator": spec.estimator,
+            "estimator": spec.estimator, "blas_threads": tune.blas_threads,
         }
     )
     if tune.storage:
@@ -82,7 +84,8 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
         _log_objective(state.train[[*schema.features, schema.target]], description, search)
     run.log.flush()  # study name and parameters visible to workers while trials run
 
-    writer = TrialWriter(client, run.experiment_id, run.run_id)
+    writer = open_writer(client, run.experiment_id, run.run_id, tune.trial_writer.value)
+    run.log.log_params({"trial_writer": writer.kind})
     progress = TrialProgress(greater_is_better(metric), enabled=tune.progress_bar)
 
     def on_trial(result: TrialResult) -> None:
@@ -166,7 +169,7 @@ def search_of(cfg: Config, spec, metric: str, data_digest: str | None) -> Search
         study_name=name, storage=tune.storage, n_trials=tune.n_trials, timeout=tune.timeout,
         sampler=tune.sampler, pruner=tune.pruner, pruner_startup_trials=tune.pruner_startup_trials,
         seed=tune.seed, heartbeat_interval=tune.heartbeat_interval, grace_period=tune.grace_period,
-        max_retry=tune.max_retry,
+        max_retry=tune.max_retry, blas_threads=tune.blas_threads,
     )
 
 
