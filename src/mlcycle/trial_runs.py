@@ -265,6 +265,6 @@ def open_writer(client: MlflowClient, experiment_id: str, parent_run_id: str, ki
     if kind == "process":
         try:
             return ProcessTrialWriter(client, experiment_id, parent_run_id)
-        except OSError as exc:  # no fork possible (memory limits): the thread writer still works
+        except (OSError, AssertionError) as exc:  # no fork (memory limits), or we are a daemonic process
             log.warning("could not start the trial writer process (%s); writing trial runs from a thread", exc)
     return ThreadTrialWriter(client, experiment_id, parent_run_id)
