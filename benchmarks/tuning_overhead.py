@@ -27,6 +27,12 @@ from pathlib import Path
 
 from _common import compose, limit_threads, median, mlflow_server, prepare_state, temp_folder
 
+VARIANTS = {  # tracked variants: store, extra overrides
+    "bare": (None, []),
+    "sqlite": ("sqlite", []),
+    "http": ("http", []),
+    "http-thread": ("http", ["tune.trial_writer=thread"]),
+}
 MODELS = {
     "hist_gradient_boosting": "HGB (~2 s trials)",
     "logistic_regression": "logistic regression (fast trials)",
@@ -100,6 +106,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument(
+        "--variants", nargs="+", default=["bare", "sqlite", "http"], choices=list(VARIANTS),
+        help="http-thread: over HTTP with the trial writer a thread of the tuning process (tune.trial_writer=thread)",
+    )
+    parser.add_argument(
         "overrides", nargs="*",
         help="extra config overrides for every variant, e.g. tune.blas_threads=null tune.trial_writer=thread",
     )
@@ -112,33 +122,36 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
     with temp_folder() as tmp, mlflow_server(Path(tmp)) as http:
-        sqlite = f"sqlite:///{tmp}/local.db"
+        uris = {"sqlite": f"sqlite:///{tmp}/local.db", "http": http}
+        order = list(dict.fromkeys(["bare", *args.variants]))
         for model in args.models:
-            cfg = compose([
+            base_overrides = [
                 f"model={model}", f"data.n_rows={args.rows}", f"tune.n_trials={args.trials}",
                 "tune.progress_bar=false", "tune.plots=false", "mlflow.experiment_name=bench-overhead",
                 *args.overrides,
-            ])
-            state = prepare_state(cfg)
-            runs: dict[str, list[dict]] = {"bare": [], "sqlite": [], "http": []}
-            order = ["bare", "sqlite", "http"]
+            ]
+            cfgs = {v: compose([*base_overrides, *VARIANTS[v][1]]) for v in order}
+            state = prepare_state(cfgs["bare"])
+            runs: dict[str, list[dict]] = {v: [] for v in order}
             for rep in range(args.reps):
-                for variant in order[rep % 3:] + order[: rep % 3]:  # rotate: no variant always first
-                    if variant == "bare":
-                        result = bare(cfg, state)
+                shift = rep % len(order)
+                for variant in order[shift:] + order[:shift]:  # rotate: no variant always first
+                    store = VARIANTS[variant][0]
+                    if store is None:
+                        result = bare(cfgs[variant], state)
                     else:
-                        result = tracked(cfg, state, sqlite if variant == "sqlite" else http, Path(tmp) / "artifacts")
+                        result = tracked(cfgs[variant], state, uris[store], Path(tmp) / "artifacts")
                     runs[variant].append(result)
-                    print(f"  {model} rep {rep + 1} {variant:6s} study {result['study_s']:7.2f} s  "
+                    print(f"  {model} rep {rep + 1} {variant:11s} study {result['study_s']:7.2f} s  "
                           f"blocked {result['blocked_ms']:6.3f} ms/trial  writer ({result['writer']}) wait {result['wait_s']:.3f} s", flush=True)
             base = median([r["study_s"] for r in runs["bare"]])
             print(f"\n{MODELS[model]}: {args.trials} trials, {args.rows:,} rows, {args.reps} reps; "
                   f"bare loop median {base:.2f} s ({base / args.trials * 1000:.0f} ms/trial)")
-            for variant in ("sqlite", "http"):
+            for variant in order[1:]:
                 wall = median([r["study_s"] for r in runs[variant]])
                 # the same repetition's variants ran back to back: their ratio shows the spread
                 paired = sorted(r["study_s"] / b["study_s"] for r, b in zip(runs[variant], runs["bare"], strict=True))
-                print(f"  {variant:6s}: wall ratio {wall / base:.3f} (per repetition {paired[0]:.3f}-{paired[-1]:.3f})  "
+                print(f"  {variant:11s}: wall ratio {wall / base:.3f} (per repetition {paired[0]:.3f}-{paired[-1]:.3f})  "
                       f"blocked {median([r['blocked_ms'] for r in runs[variant]]):.3f} ms/trial  "
                       f"writer wait after last trial {median([r['wait_s'] for r in runs[variant]]) * 1000:.0f} ms")
             print(flush=True)

@@ -26,6 +26,7 @@ sent and exits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -219,6 +220,8 @@ def _child_main(client, experiment_id, parent_run_id, inbox, acks, parent_pid) -
     parent is gone (after writing what it had been sent)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which then closes us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the pipeline's handler, inherited by fork
+    with contextlib.suppress(OSError):
+        os.nice(10)  # background work: where it shares a core with a trial, the trial goes first
     parent_gone = False
     while True:
         try:
