@@ -147,6 +147,7 @@ class ProcessTrialWriter(_Writer):
         self._inbox = ctx.Queue()
         self._acks = ctx.Queue()
         self._records: dict[int, tuple[str, TrialRecord]] = {}  # seq -> (create token, record)
+        self._lock = threading.Lock()
         self._process = ctx.Process(
             target=_child_main,
             args=(client, experiment_id, parent_run_id, self._inbox, self._acks, os.getpid()),
@@ -159,9 +160,11 @@ class ProcessTrialWriter(_Writer):
     def pid(self) -> int | None:
         return self._process.pid
 
-    def submit(self, record: TrialRecord) -> None:
-        seq, token = len(self._records), new_token()
-        self._records[seq] = (token, record)
+    def submit(self, record: TrialRecord) -> None:  # called from every trial thread
+        token = new_token()
+        with self._lock:
+            seq = len(self._records)
+            self._records[seq] = (token, record)
         self._inbox.put((seq, token, record))
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,28 @@ def test_auto_forks_a_writer_process_that_writes_every_trial_whole(shared_server
     assert writer._process.exitcode == 0  # it ended after the last record
     check_written(client, experiment_id, parent, expected)
     assert sorted(writer.written) == sorted(writer._tokens.values()) and len(writer.written) == 7
+
+
+def test_trial_threads_submitting_at_once_each_get_their_own_run(shared_server, experiment):
+    """With tune.parallel=thread every trial thread calls submit()."""
+    client = MlflowClient(shared_server.url)
+    experiment_id, parent = tune_run(client, experiment)
+    writer = open_writer(client, experiment_id, parent, "process")
+    expected = records(24)
+    start = threading.Barrier(3)
+
+    def submit(part):
+        start.wait()
+        for record in part:
+            writer.submit(record)
+
+    threads = [threading.Thread(target=submit, args=(expected[i::3],)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writer.close()
+    check_written(client, experiment_id, parent, expected)
 
 
 def test_a_killed_writer_process_loses_no_trial(shared_server, experiment):
