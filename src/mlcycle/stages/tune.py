@@ -2,10 +2,10 @@
 
 Trials are scored by cross-validation on the training rows. Each fold's preprocessing is
 fitted once, up front, so a trial only fits estimators. Trial runs are written by a
-background writer (trial_runs: a forked process for a tracking server, else a thread): the
-study never waits for the tracking store. Trials from
-other threads, processes (``tune.n_jobs``) or machines (``mlcycle tune-worker``) all become
-children of this stage's run.
+background writer (``trial_runs``: a forked process for a tracking server, else a thread):
+the study never waits for the tracking store. Trials from other threads, processes
+(``tune.n_jobs``) or machines (``mlcycle tune-worker``) all become children of this
+stage's run.
 
 With a persistent ``tune.storage`` the study is named after the experiment and the search
 definition, so a rerun after a crash resumes it: finished trials count toward
