@@ -52,7 +52,8 @@ def test_experiment_quick_is_a_delta():
 
 @pytest.mark.parametrize(
     "override",
-    ["tune.n_trials=abc", "tune.bogus=1", "model=nope", "preprocess.clip=sometimes", "data.split.train=x"],
+    ["tune.n_trials=abc", "tune.bogus=1", "model=nope", "preprocess.clip=sometimes", "data.split.train=x",
+     "tune.trial_writer=sometimes"],
 )
 def test_bad_overrides_fail_at_compose_time(override):
     with pytest.raises(ConfigCompositionException):
@@ -64,6 +65,7 @@ def test_bad_overrides_fail_at_compose_time(override):
     [
         (["data.split.train=0.9"], "sum to 1"),
         (["tune.n_trials=0"], "at least 1"),
+        (["tune.blas_threads=0"], "tune.blas_threads must be at least 1 or null, got 0"),
         (["stages=[ingest,bogus]"], "unknown stage"),
         (["data=csv", "data.target=y", "data.path=null"], "data.path is required"),
         (["preprocess.impute_numeric=mode"], "median or mean"),
