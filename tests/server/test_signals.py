@@ -1,8 +1,10 @@
 """Faults 3 and 4: the pipeline process is signalled mid-stage, against a real server on PostgreSQL.
 
 SIGTERM: the stage run and the root run end KILLED, and a rerun works.
-SIGKILL: runs stay RUNNING (nothing can run in a killed process); `mlcycle runs close-stale`
-finds them, sees their process is gone, and ends them FAILED with the reason as a tag.
+SIGKILL: the root and stage runs stay RUNNING (nothing can run in a killed process; the
+trial writer process finishes the trial runs it was sent and exits); `mlcycle runs
+close-stale` finds them, sees their process is gone, and ends them FAILED with the reason
+as a tag.
 """
 
 from __future__ import annotations
@@ -13,7 +15,17 @@ import pytest
 from mlflow import MlflowClient
 
 from mlcycle.config import STAGES
-from tests.server.harness import all_runs, children, cli, roots, spawn, tiny_overrides, wait_for
+from tests.server.harness import (
+    all_runs,
+    child_pids,
+    children,
+    cli,
+    process_gone,
+    roots,
+    spawn,
+    tiny_overrides,
+    wait_for,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -98,11 +110,17 @@ def test_sigkill_leaves_runs_that_close_stale_ends_failed(
     shared_server, experiment, cli_env, tmp_path
 ):
     proc, client, tune = start_and_wait_for_tune(shared_server, experiment, cli_env, tmp_path)
+    helpers = child_pids(proc.pid)  # the trial writer process (forked: a tracking server), ...
+    assert helpers
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
+    # the writer outlives the pipeline only to finish the trial runs it was sent, then exits
+    wait_for(lambda: all(map(process_gone, helpers)), 60, "the killed pipeline's child processes to exit")
     [root] = roots(client, experiment)
     running = {r.info.run_id for r in all_runs(client, experiment) if r.info.status == "RUNNING"}
-    assert {root.info.run_id, tune.info.run_id} <= running  # what SIGKILL leaves behind
+    assert running == {root.info.run_id, tune.info.run_id}  # what SIGKILL leaves behind
+    trials = children(client, tune.info.experiment_id, tune.info.run_id)
+    assert trials and all(t.info.status == "FINISHED" and t.data.metrics for t in trials)
 
     # a live pipeline's runs in another experiment must survive the sweep
     live = client.create_experiment(f"{experiment}-live")

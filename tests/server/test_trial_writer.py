@@ -18,7 +18,7 @@ from mlflow.entities import ViewType
 from mlcycle.idempotent import GHOST_TAG, TOKEN_TAG
 from mlcycle.trial_runs import ProcessTrialWriter, open_writer
 from tests.integration.test_trial_runs import check_written, records
-from tests.server.harness import wait_for
+from tests.server.harness import process_gone, wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -114,17 +114,5 @@ def test_the_writer_process_finishes_its_queue_when_the_tuning_process_is_killed
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     child = int(done.stdout.split()[0])
-    wait_for(lambda: not _alive(child), 60, "the orphaned writer process to finish and exit")
+    wait_for(lambda: process_gone(child), 60, "the orphaned writer process to finish and exit")
     check_written(client, experiment_id, parent, records(5))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie (reaped by init later) is done
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
