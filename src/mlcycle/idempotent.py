@@ -32,7 +32,12 @@ def new_token() -> str:
 
 
 def is_remote(client: MlflowClient) -> bool:
-    return str(client.tracking_uri).startswith(("http://", "https://"))
+    return is_server_uri(client.tracking_uri)
+
+
+def is_server_uri(uri: str) -> bool:
+    """A tracking server (HTTP), as opposed to a store this process opens itself."""
+    return str(uri).startswith(("http://", "https://"))
 
 
 def create_run_once(

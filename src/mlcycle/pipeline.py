@@ -19,12 +19,13 @@ from pathlib import Path
 import mlcycle
 from mlcycle import report, tracking
 from mlcycle.caching import StageCache
-from mlcycle.config import Config, as_dict, flatten
+from mlcycle.config import Config, ConfigError, as_dict, flatten
 from mlcycle.errors import PipelineTerminated
 from mlcycle.lineage import log_environment, source_digest
 from mlcycle.masking import mask_text, mask_tree, mask_values
 from mlcycle.remote import check_tracking_store
 from mlcycle.state import State
+from mlcycle.trial_runs import writer_kind
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,11 @@ def run(cfg: Config) -> PipelineResult:
 
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    if "tune" in cfg.stages:
+        try:
+            writer_kind(cfg.tune.trial_writer.value, uri)  # a setting that cannot work: before any run
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     check_tracking_store(uri, cfg.mlflow.connect_timeout)  # fail in seconds, before any work
     experiment_id = tracking.prepare_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location)
     resolved = as_dict(cfg)

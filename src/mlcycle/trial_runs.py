@@ -40,7 +40,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from mlcycle.idempotent import TOKEN_TAG, is_remote, new_token, remove_ghosts
+from mlcycle.idempotent import TOKEN_TAG, is_remote, is_server_uri, new_token, remove_ghosts
+from mlcycle.masking import mask_uri
 from mlcycle.tracking import KIND_TAG, PARENT_TAG, _param
 
 log = logging.getLogger(__name__)
@@ -253,22 +254,28 @@ def process_writer_available() -> bool:
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
-def open_writer(client: MlflowClient, experiment_id: str, parent_run_id: str, kind: str = "auto") -> _Writer:
-    """The writer for ``kind`` (auto | thread | process); auto picks the process writer for
-    a tracking server on Linux, the thread writer otherwise."""
-    if kind == "process":
-        if not is_remote(client):
-            raise ValueError(
-                f"tune.trial_writer=process needs a tracking server (http:// or https://), "
-                f"not {client.tracking_uri}; use auto or thread"
-            )
-        if not process_writer_available():
-            raise ValueError(f"tune.trial_writer=process needs fork, which is not used on {sys.platform}; use thread")
-    elif kind == "auto":
-        kind = "process" if is_remote(client) and process_writer_available() else "thread"
-    elif kind != "thread":
+def writer_kind(kind: str, tracking_uri: str) -> str:
+    """What ``kind`` (auto | thread | process) means for ``tracking_uri``: auto is the
+    process writer for a tracking server on Linux, the thread writer otherwise. Raises
+    ValueError, naming the setting and the URI, where the process writer cannot work."""
+    server = is_server_uri(tracking_uri)
+    if kind == "auto":
+        return "process" if server and process_writer_available() else "thread"
+    if kind == "process" and not server:
+        raise ValueError(
+            f"tune.trial_writer=process needs a tracking server (http:// or https://), "
+            f"not {mask_uri(str(tracking_uri))}; use auto or thread"
+        )
+    if kind == "process" and not process_writer_available():
+        raise ValueError(f"tune.trial_writer=process needs fork, which is not used on {sys.platform}; use thread")
+    if kind not in ("thread", "process"):
         raise ValueError(f"tune.trial_writer must be auto, thread or process, got {kind!r}")
-    if kind == "process":
+    return kind
+
+
+def open_writer(client: MlflowClient, experiment_id: str, parent_run_id: str, kind: str = "auto") -> _Writer:
+    """The writer ``writer_kind`` picks for the client's tracking URI."""
+    if writer_kind(kind, client.tracking_uri) == "process":
         try:
             return ProcessTrialWriter(client, experiment_id, parent_run_id)
         except (OSError, AssertionError) as exc:  # no fork (memory limits), or we are a daemonic process

@@ -56,6 +56,8 @@ FAST = ["model=logistic_regression", "tune.n_trials=1", "tune.cv_folds=2", "eval
         ("tune.bogus=1", ["tune.bogus"]),
         ("model=nope", ["Could not find 'model/nope'", "available: hist_gradient_boosting, logistic_regression, random_forest"]),
         ("data.split.train=0.9", ["sum to 1"]),
+        # the default store is sqlite: the writer process needs a tracking server
+        ("tune.trial_writer=process", ["tune.trial_writer=process needs a tracking server", "sqlite:///"]),
     ],
 )
 def test_bad_config_is_rejected_before_any_run(store, tmp_path, override, fragments):
