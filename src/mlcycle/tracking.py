@@ -100,7 +100,7 @@ class RunLog:
     tags: dict[str, str] = field(default_factory=dict)
 
     def log_params(self, values: dict[str, Any]) -> None:
-        self.params.update({k: _param(v) for k, v in values.items()})
+        self.params.update({k: param_text(v) for k, v in values.items()})
 
     def metric(self, **values: float) -> None:
         self.log_metrics(values)
@@ -129,7 +129,7 @@ class RunLog:
         self.tags.clear()
 
 
-def _param(value: Any) -> str:
+def param_text(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str) if isinstance(value, dict | list | tuple) else str(value)
     return text[:MAX_PARAM_LENGTH]
 

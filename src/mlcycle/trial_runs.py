@@ -42,7 +42,7 @@ from mlflow.entities import Metric, Param
 
 from mlcycle.idempotent import TOKEN_TAG, is_remote, is_server_uri, new_token, remove_ghosts
 from mlcycle.masking import mask_uri
-from mlcycle.tracking import KIND_TAG, PARENT_TAG, _param
+from mlcycle.tracking import KIND_TAG, PARENT_TAG, param_text
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def write_trial(client: MlflowClient, experiment_id: str, parent_run_id: str, re
     run_id = run.info.run_id
     client.log_batch(
         run_id,
-        params=[Param(k, _param(v)) for k, v in record.params.items()],
+        params=[Param(k, param_text(v)) for k, v in record.params.items()],
         metrics=[Metric(k, float(v), record.end_ms, 0) for k, v in record.metrics.items()],
     )
     client.set_terminated(run_id, status=record.status, end_time=record.end_ms)
