@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,23 +19,18 @@ sys.path.insert(0, str(ROOT / "src"))
 
 def compose(overrides: list[str]):
     """The project's real config with overrides, as typed dataclasses."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from mlcycle.config.load import compose as compose_config
 
-    from mlcycle.config import config_dir, register_configs, to_typed
-
-    register_configs()
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return to_typed(hydra_compose("config", overrides=list(overrides)))
+    return compose_config(list(overrides))
 
 
 def prepare_state(cfg):
     """What ingest, preprocess and features hand to tune, without tracking."""
-    from mlcycle import data
-    from mlcycle.cleaning import anomaly_mask, drop_duplicate_rows
-    from mlcycle.features import plan_features
-    from mlcycle.modeling import build_preprocessor
-    from mlcycle.state import State
+    from mlcycle.core import data
+    from mlcycle.core.cleaning import anomaly_mask, drop_duplicate_rows
+    from mlcycle.core.features import plan_features
+    from mlcycle.core.modeling import build_preprocessor
+    from mlcycle.stages.base import State
 
     loaded = data.load(cfg.data)
     schema, frame = data.infer_schema(loaded.frame, cfg.data, loaded.source)
@@ -78,6 +72,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _answers(check, url: str, unreachable: type[Exception]) -> bool:
+    """The tracking server answers /health and a read: mlcycle's own start-up check."""
+    try:
+        check(url, 2.0)
+    except unreachable:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def mlflow_server(folder: Path) -> Iterator[str]:
     """``mlflow server --workers 1`` on 127.0.0.1 with the job runner off; stopped on exit."""
@@ -94,15 +97,12 @@ def mlflow_server(folder: Path) -> Iterator[str]:
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
+    from mlcycle.errors import TrackingUnreachable
+    from mlcycle.tracking.remote import check_tracking_store
+
     try:
         deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
+        while not _answers(check_tracking_store, url, TrackingUnreachable):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"mlflow server did not start; see {folder / 'server.log'}")
             time.sleep(0.5)

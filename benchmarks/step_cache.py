@@ -48,21 +48,18 @@ def measure(args: argparse.Namespace, root: Path) -> int:
     uri = f"sqlite:///{root}/mlflow.db"
     os.environ.update(MLCYCLE_ROOT=str(root), MLFLOW_TRACKING_URI=uri, MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true")
 
-    from hydra import compose, initialize_config_dir
     from mlflow import MlflowClient
 
     from mlcycle import pipeline
-    from mlcycle.config import config_dir, register_configs, to_typed
+    from mlcycle.config.load import compose
 
     client = MlflowClient(uri)
     client.search_experiments()  # runs the store's migrations before any timing
-    register_configs()
     # the temp root is not a git checkout: the code version is mlcycle's source digest
     common = [f"tune.n_trials={args.trials}", f"data.n_rows={args.rows}", "cache.allow_dirty=true", *args.overrides]
 
     def run(label: str, extra: list[str]) -> dict:
-        with initialize_config_dir(str(config_dir()), version_base="1.3"):
-            cfg = to_typed(compose("config", overrides=[*common, *extra]))
+        cfg = compose([*common, *extra])
         started = time.perf_counter()
         result = pipeline.run(cfg)
         wall = time.perf_counter() - started

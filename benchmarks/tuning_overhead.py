@@ -44,15 +44,15 @@ def bare(cfg, state) -> dict:
     import numpy as np
     import optuna
 
-    from mlcycle.evaluation import greater_is_better, primary_metric
-    from mlcycle.modeling import (
+    from mlcycle.core.evaluation import greater_is_better, primary_metric
+    from mlcycle.core.modeling import (
         build_estimator,
         cv_splitter,
         estimator_spec,
         iter_fold_scores,
         prepare_folds,
     )
-    from mlcycle.tuning import suggest, thread_limits
+    from mlcycle.core.tuning import suggest, thread_limits
 
     schema = state.schema
     metric = primary_metric(cfg.evaluate.primary_metric, schema.task)
@@ -80,8 +80,8 @@ def tracked(cfg, state, uri: str, artifacts: Path) -> dict:
     import mlflow
     from mlflow import MlflowClient
 
-    from mlcycle import tracking
     from mlcycle.stages import tune
+    from mlcycle.tracking import runs as tracking
 
     os.environ["MLFLOW_TRACKING_URI"] = uri
     experiment = tracking.prepare_experiment(uri, "bench-overhead", str(artifacts))

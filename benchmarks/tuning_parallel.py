@@ -19,9 +19,9 @@ from _common import compose, limit_threads, median, prepare_state
 
 
 def objective_of(cfg, state):
-    from mlcycle.evaluation import primary_metric
-    from mlcycle.modeling import cv_splitter, estimator_spec, prepare_folds
-    from mlcycle.tuning import Objective
+    from mlcycle.core.evaluation import primary_metric
+    from mlcycle.core.modeling import cv_splitter, estimator_spec, prepare_folds
+    from mlcycle.core.tuning import Objective
 
     schema = state.schema
     metric = primary_metric(cfg.evaluate.primary_metric, schema.task)
@@ -42,7 +42,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     limit_threads(args.threads)
-    from mlcycle.tuning import Search, optimize
+    from mlcycle.core.tuning import Search, optimize
 
     cores = len(os.sched_getaffinity(0))
     variants = [("n_jobs=1", 1, "process"), ("n_jobs=2 processes", 2, "process"), ("n_jobs=2 threads", 2, "thread")]
@@ -52,7 +52,7 @@ def main() -> None:
         rates: dict[str, list[float]] = {name: [] for name, _, _ in variants}
         for rep in range(args.reps):
             for name, n_jobs, parallel in variants[rep % 3:] + variants[: rep % 3]:
-                search = Search(study_name=f"bench-{rep}", n_trials=args.trials, sampler="random", seed=rep)
+                search = Search.of(study_name=f"bench-{rep}", n_trials=args.trials, sampler="random", seed=rep)
                 started = time.perf_counter()
                 result = optimize(objective, search, n_jobs=n_jobs, parallel=parallel)
                 seconds = time.perf_counter() - started

@@ -21,7 +21,7 @@ from tuning_parallel import objective_of
 
 def run(objective, trials: int, pruner: str, seed: int, maximize: bool, startup: int) -> tuple[list[tuple[float, float]], int]:
     """(cpu seconds so far, best so far) after each trial, and the number pruned."""
-    from mlcycle.tuning import Search, optimize
+    from mlcycle.core.tuning import Search, optimize
 
     trace: list[tuple[float, float]] = []
     best = [None]
@@ -32,7 +32,7 @@ def run(objective, trials: int, pruner: str, seed: int, maximize: bool, startup:
             best[0] = result.value
         trace.append((time.process_time() - start, best[0]))
 
-    search = Search(study_name=f"prune-{pruner}-{seed}", n_trials=trials, pruner=pruner, pruner_startup_trials=startup, seed=seed)
+    search = Search.of(study_name=f"prune-{pruner}-{seed}", n_trials=trials, pruner=pruner, pruner_startup_trials=startup, seed=seed)
     result = optimize(objective, search, on_trial=on_trial)
     return trace, result.counts.pruned
 

@@ -44,7 +44,7 @@ except ImportError:  # Airflow 2.x
 
 MLCYCLE = os.environ.get("MLCYCLE_BIN", "mlcycle")
 BATCH_DIR = os.environ.get("MLCYCLE_BATCH_DIR", "data/batches")
-EXIT_CODES = {"ok": 0, "drift": 10, "decay": 11}  # mlcycle.monitoring.EXIT_CODES
+EXIT_CODES = {"ok": 0, "drift": 10, "decay": 11}  # mlcycle.monitoring.monitor.EXIT_CODES
 
 # The table goes to the task log; the last stdout line (the JSON result) becomes the XCom.
 MONITOR_COMMAND = f"""

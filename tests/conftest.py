@@ -66,14 +66,9 @@ def tracking_at(uri: str, root: Path, monkeypatch) -> Iterator[str]:
 
 def compose(overrides: list[str] | None = None):
     """The project's real config, composed with overrides, as typed dataclasses."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from mlcycle.config.load import compose as compose_config
 
-    from mlcycle.config import config_dir, register_configs, to_typed
-
-    register_configs()
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return to_typed(hydra_compose("config", overrides=list(overrides or [])))
+    return compose_config(list(overrides or []))
 
 
 @pytest.fixture

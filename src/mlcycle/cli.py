@@ -1,4 +1,9 @@
-"""Command line: ``mlcycle <command> [args]``. The only module that reads argv.
+"""Command line: ``mlcycle <command> [args]``. One argv path for every command:
+
+argv -> ``normalize`` (the one rewrite) -> the command (it composes the config once) ->
+``handle`` (the one error handler: a one-line message with secrets masked, an exit code).
+Commands are declared with ``@command``, which applies both, so calling a command's
+``main`` directly (tests, ``python -m``) behaves like the CLI.
 
 Each command lives in ``COMMANDS`` as "module:function" and is imported only when used, so
 ``mlcycle --help`` and configuration errors answer without importing MLflow.
@@ -6,9 +11,14 @@ Each command lives in ``COMMANDS`` as "module:function" and is imported only whe
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
 import shlex
+import signal
 import sys
+import traceback
+from collections.abc import Callable
 
 USAGE = """usage: mlcycle <command> [args...]
 
@@ -54,6 +64,13 @@ COMMANDS: dict[str, str] = {
     "retrain": "mlcycle.commands.retrain:main",
 }
 
+# Options that are switches (store_true). `mlflow run` passes every declared parameter, so an
+# MLproject entry point writes them as --force=true / --force=false.
+SWITCHES = frozenset({"--force", "--register", "--show", "--dry-run", "--quiet", "--no-log"})
+# `cache` is a config group, and Hydra rejects a boolean as a group choice.
+SHORTHANDS = {"cache=false": "cache.enabled=false", "cache=true": "cache.enabled=true"}
+DEBUG_HINT = " (MLCYCLE_DEBUG=1 shows the traceback)"
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -74,33 +91,104 @@ def main(argv: list[str] | None = None) -> int:
     return int(getattr(importlib.import_module(module_name), function)(rest) or 0)
 
 
-def expand_overrides(args: list[str]) -> list[str]:
-    """Split ``--overrides "a=1 b=2"`` (how ``mlflow run`` passes its free-form parameter)
-    into separate overrides; when a key is given twice, the later value wins."""
+def command(fn: Callable[[list[str]], int | None]) -> Callable[[list[str]], int]:
+    """Declare a command: its argv is normalized once and its errors handled by ``handle``."""
+
+    @functools.wraps(fn)
+    def run(argv: list[str]) -> int:
+        return handle(lambda: fn(normalize(argv)))
+
+    return run
+
+
+# --------------------------------------------------------------------------- argv
+def normalize(args: list[str]) -> list[str]:
+    """The one argv rewrite, the same for every command:
+
+    * ``--overrides "a=1 b=2"`` (how ``mlflow run`` passes its free-form parameter) becomes
+      separate items (shell-quoted like a command line);
+    * ``--force=true`` / ``--force=false`` become the switch or nothing; ``--opt=`` (an empty
+      MLproject parameter) is left out: not given;
+    * ``cache=false`` / ``cache=true`` become ``cache.enabled=...``;
+    * when an override sets the same key twice, the later value wins.
+    """
     out: list[str] = []
     i = 0
     while i < len(args):
         arg = args[i]
+        key, eq, value = arg.partition("=")
         if arg == "--overrides":
-            out.extend(shlex.split(args[i + 1]) if i + 1 < len(args) else [])
-            i += 2
-            continue
-        if arg.startswith("--overrides="):
-            out.extend(shlex.split(arg.partition("=")[2]))
+            out += shlex.split(args[i + 1]) if i + 1 < len(args) else []
+            i += 1
+        elif key == "--overrides" and eq:
+            out += shlex.split(value)
+        elif key in SWITCHES and eq:
+            out += [key] if value.strip().lower() in ("true", "1", "yes") else []
+        elif arg.startswith("--") and eq and not value:
+            pass
         else:
-            out.append(arg)
+            out.append(SHORTHANDS.get(arg.lower(), arg))
         i += 1
     return _last_wins(out)
 
 
 def _last_wins(args: list[str]) -> list[str]:
     def key(arg: str) -> str | None:
-        if arg.startswith("-") or "=" not in arg or arg.startswith(("+", "~")):
+        if arg.startswith(("-", "+", "~")) or "=" not in arg:
             return None
-        return arg.split("=", 1)[0].removeprefix("++")
+        return arg.split("=", 1)[0]
 
     last = {key(a): i for i, a in enumerate(args) if key(a) is not None}
     return [a for i, a in enumerate(args) if key(a) is None or last[key(a)] == i]
+
+
+# --------------------------------------------------------------------------- errors
+def handle(body: Callable[[], int | None]) -> int:
+    """The one error handler: run a command's body; a failure becomes one line on stderr
+    (secrets masked, where it happened first) and an exit code. ``mlcycle.errors`` says
+    which exit code each error has."""
+    from mlcycle.errors import JobFailed
+
+    try:
+        return int(body() or 0)
+    except JobFailed as wrapped:
+        error: BaseException = wrapped.error
+    except (SystemExit, GeneratorExit):
+        raise  # argparse's --help and usage errors exit on their own
+    except BaseException as exc:
+        error = exc
+    code, line = explain(error)
+    if os.environ.get("MLCYCLE_DEBUG"):
+        traceback.print_exception(error)
+    print(line, file=sys.stderr)
+    return code
+
+
+def explain(error: BaseException) -> tuple[int, str]:
+    """(exit code, one line) for an error that ended a command."""
+    from mlcycle.core.masking import mask_text
+    from mlcycle.errors import MlcycleError, PipelineTerminated
+
+    where = _where(error)
+    if isinstance(error, MlcycleError):
+        return error.exit_code, f"error: {where}{mask_text(str(error))}"
+    if isinstance(error, PipelineTerminated):
+        return 128 + signal.SIGTERM, f"error: {where}{error}; the open runs were ended KILLED"
+    if isinstance(error, KeyboardInterrupt):
+        return 128 + signal.SIGINT, f"error: {where}interrupted"
+    text = str(getattr(error, "message", None) or error).strip()  # MlflowException keeps it in .message
+    first = mask_text(text.splitlines()[0]) if text else ""
+    hint = "" if os.environ.get("MLCYCLE_DEBUG") else DEBUG_HINT
+    return 1, f"error: {where}{type(error).__name__}: {first}{hint}"
+
+
+def _where(error: BaseException) -> str:
+    """Where it happened, from the notes the pipeline and the monitor add."""
+    notes = getattr(error, "__notes__", [])
+    if "retrain" in notes:  # a monitor's triggered retrain: its own root run says which stage
+        return "retrain: "
+    stage = next((n for n in notes if n.startswith("stage ")), None)
+    return f"[{stage}] " if stage else ""
 
 
 if __name__ == "__main__":

@@ -34,3 +34,18 @@ class TrackingUnreachable(MlcycleError):
 
 class LineageError(MlcycleError):
     """A run or model version cannot be traced back to what made it."""
+
+
+class JobFailed(BaseException):
+    """Carries a Hydra job's exception past Hydra's own reporting (which catches Exception
+    and prints it on several lines) to the CLI's one handler (``cli.handle``)."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

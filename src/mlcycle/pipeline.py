@@ -1,14 +1,14 @@
 """The orchestrator: one ROOT run per invocation, one CHILD run per stage, in order.
 
-``run(cfg)`` is a plain function over a typed Config; the CLI's Hydra entry point is a thin
-wrapper around it and tests call it directly.
+``run(cfg)`` is a plain function over a typed Config; ``mlcycle train`` is a thin Hydra
+wrapper around it and tests call it directly. It knows no stage by name: each stage
+module declares what it reads, does and caches (``stages.base.Stage``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import threading
 import time
@@ -17,18 +17,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlcycle
-from mlcycle import report, tracking
-from mlcycle.caching import StageCache
-from mlcycle.config import Config, ConfigError, as_dict, flatten
+from mlcycle import report, stages
+from mlcycle.config.load import as_dict, flatten
+from mlcycle.config.schema import Config
+from mlcycle.core.masking import mask_text, mask_tree, mask_values
 from mlcycle.errors import PipelineTerminated
-from mlcycle.lineage import log_environment, source_digest
-from mlcycle.masking import mask_text, mask_tree, mask_values
-from mlcycle.remote import check_tracking_store
-from mlcycle.state import State
-from mlcycle.trial_runs import writer_kind
+from mlcycle.stages.base import State
+from mlcycle.tracking import lineage
+from mlcycle.tracking.artifacts import log_artifact_dict
+from mlcycle.tracking.cache import StageCache
+from mlcycle.tracking.registry import (
+    ALIASES_TAG,
+    PROMOTED_TAG,
+    REGISTERED_MODEL_TAG,
+    REGISTERED_VERSION_TAG,
+    TAG_ROOT_RUN,
+)
+from mlcycle.tracking.remote import check_tracking_store, resolve_tracking_uri
+from mlcycle.tracking.runs import prepare_experiment, root_run, stage_run
 
 log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class PipelineResult:
@@ -40,63 +48,48 @@ class PipelineResult:
 
 def run(cfg: Config) -> PipelineResult:
     """Run the configured stages under one root run and return the final state."""
-    from mlcycle.stages import STAGE_FUNCTIONS
-
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
-    if "tune" in cfg.stages:
-        try:
-            writer_kind(cfg.tune.trial_writer.value, uri)  # a setting that cannot work: before any run
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+    uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    plan = [stages.get(name) for name in cfg.stages]
+    for stage in plan:  # a setting that cannot work with this store: before any run
+        stage.precheck(cfg, uri)
     check_tracking_store(uri, cfg.mlflow.connect_timeout)  # fail in seconds, before any work
-    experiment_id = tracking.prepare_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location)
+    experiment_id = prepare_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location)
     resolved = as_dict(cfg)
-    lineage = {
-        **tracking.git_state(Path(cfg.paths.root)),
+    made_from = {
+        **lineage.git_state(Path(cfg.paths.root)),
         "mlcycle_version": mlcycle.__version__,
-        "config_fingerprint": tracking.fingerprint(resolved),
-        "source_digest": source_digest(),
+        "config_fingerprint": lineage.fingerprint(resolved),
+        "source_digest": lineage.source_digest(),
     }
     run_name = cfg.mlflow.run_name or f"{cfg.data.name}-{cfg.model.name}"
-    root_tags = {f"mlcycle.{k}": v for k, v in lineage.items()} | {"mlcycle.data_name": cfg.data.name} | mask_values(dict(cfg.mlflow.tags))
+    root_tags = lineage.lineage_tags(made_from) | {lineage.DATA_NAME_TAG: cfg.data.name} | mask_values(dict(cfg.mlflow.tags))
 
     # report.at_end comes first so it runs after the root run has ended (status, error tag)
-    with report.at_end(cfg.report.enabled) as report_hook, _sigterm_raises(), \
-            tracking.root_run(experiment_id, run_name, root_tags) as root:
+    with report.at_end(cfg.report.enabled) as report_hook, sigterm_raises(), \
+            root_run(experiment_id, run_name, root_tags) as root:
         report_hook.root_run_id = root.run_id  # report.html is logged on it, also on failure
         log.info("root run %s in experiment %s (%s)", root.run_id, experiment_id, mask_text(uri))
         root.log.log_params(mask_values(flatten(cfg)))  # no password in a URI reaches the store
-        tracking.log_artifact_dict(mask_tree(resolved), "config.yaml")
-        log_environment(root.log.client, root.run_id)
+        log_artifact_dict(mask_tree(resolved), "config.yaml")
+        lineage.log_environment(root.log.client, root.run_id)
         root.log.flush()  # the config is visible in the UI while the stages run
-        state = State(lineage={**lineage, "root_run_id": root.run_id})
-        cache = StageCache(cfg, root, lineage)
-        for name in cfg.stages:
+        state = State(lineage={**made_from, TAG_ROOT_RUN: root.run_id})
+        cache = StageCache(cfg, root, made_from)
+        for stage in plan:
             started = time.perf_counter()
-            log.info("stage %s ...", name)
+            log.info("stage %s ...", stage.name)
             try:
-                with tracking.stage_run(root, name) as stage:
-                    state = cache.run(name, STAGE_FUNCTIONS[name], state, stage)
+                with stage_run(root, stage.name) as child:
+                    state = cache.run(stage, state, child)
                     seconds = time.perf_counter() - started
-                    stage.log.metric(duration_seconds=seconds)
+                    child.log.metric(duration_seconds=seconds)
             except BaseException as exc:  # PipelineTerminated too: the CLI names the stage
-                exc.add_note(f"stage {name}")
+                exc.add_note(f"stage {stage.name}")
                 raise
-            root.log.metric(**{f"duration_{name}_seconds": seconds})
-            if name == "ingest":
-                root.log.set_tags({"mlcycle.data_digest": state.data_digest, "mlcycle.data_source": state.data.source})
-            log.info("stage %s done in %.1f s", name, seconds)
+            root.log.metric(**{f"duration_{stage.name}_seconds": seconds})
+            root.log.set_tags(root_tags_of(state))
+            log.info("stage %s done in %.1f s", stage.name, seconds)
         root.log.log_metrics(headline_metrics(state))
-        if state.registered_version:
-            root.log.set_tags(
-                {
-                    "mlcycle.registered_model": state.registered_name,
-                    "mlcycle.registered_version": state.registered_version,
-                    "mlcycle.aliases": ",".join(state.aliases),
-                    "mlcycle.promoted": str(state.promoted).lower(),
-                }
-            )
     return PipelineResult(root.run_id, experiment_id, uri, state)
 
 
@@ -108,8 +101,21 @@ def headline_metrics(state: State) -> dict[str, float]:
     return out
 
 
+def root_tags_of(state: State) -> dict[str, str]:
+    """What the root run says about the data it read and the version it registered."""
+    tags = {}
+    if state.data_digest:
+        tags |= {lineage.DATA_DIGEST_TAG: state.data_digest, lineage.DATA_SOURCE_TAG: state.data.source}
+    if state.registered_version:
+        tags |= {
+            REGISTERED_MODEL_TAG: state.registered_name, REGISTERED_VERSION_TAG: state.registered_version,
+            ALIASES_TAG: ",".join(state.aliases), PROMOTED_TAG: str(state.promoted).lower(),
+        }
+    return tags
+
+
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
+def sigterm_raises() -> Iterator[None]:
     """Turn SIGTERM into PipelineTerminated so open runs end KILLED, not RUNNING forever."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -123,4 +129,3 @@ def _sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-

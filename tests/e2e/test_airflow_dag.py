@@ -16,7 +16,7 @@ DAG_FILE = PROJECT_ROOT / "orchestration" / "airflow_dag.py"
 
 
 def test_dag_file_needs_no_mlcycle_import_and_agrees_on_exit_codes():
-    from mlcycle.monitoring import EXIT_CODES
+    from mlcycle.monitoring.monitor import EXIT_CODES
 
     tree = ast.parse(DAG_FILE.read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from mlcycle.config import STAGES
+from mlcycle.config.schema import STAGES
 from tests.conftest import PROJECT_ROOT, subprocess_env
 
 pytestmark = pytest.mark.slow

@@ -11,9 +11,10 @@ import mlflow
 from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
-from mlcycle import pipeline, registry
-from mlcycle.evaluation import compute_metrics, predict_all
-from mlcycle.modeling import full_pipeline
+from mlcycle import pipeline
+from mlcycle.core.evaluation import compute_metrics, predict_all
+from mlcycle.core.modeling import full_pipeline
+from mlcycle.tracking import model_io, registry
 
 NAME = "mlcycle-ecommerce"
 
@@ -44,7 +45,7 @@ def register_variant(result, model, name: str = NAME) -> str:
     base_tags = client.get_model_version(NAME, "1").tags
     example = state.splits.train[list(state.schema.features)].head(5)
     with mlflow.start_run(experiment_id=client.get_run(result.run_id).info.experiment_id, run_name="variant"):
-        info = registry.log_model(model, example, state.schema)
+        info = model_io.log_model(model, example, state.schema)
     tags = {
         "task": state.schema.task.value,
         registry.TAG_PRIMARY_METRIC: "roc_auc",

@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlcycle import pipeline
-from mlcycle.config import STAGES
+from mlcycle.config.schema import STAGES
 from tests.conftest import TINY, compose, private_store
 from tests.integration.runs import CACHED, cache_status, reran, stage_runs
 

@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlcycle import pipeline
-from mlcycle.config import STAGES
+from mlcycle.config.schema import STAGES
 from tests.conftest import TINY, compose
 from tests.integration.runs import CACHED, cache_status, reran, stage_runs
 
@@ -49,7 +49,7 @@ def test_a_source_whose_outputs_are_gone_is_recomputed(store, tmp_path):
 
 
 def test_a_changed_data_file_reruns_ingest(store, tmp_path):
-    from mlcycle.datasets import generate_sessions
+    from mlcycle.core.datasets import generate_sessions
 
     path = tmp_path / "sessions.csv"
     generate_sessions(600, 3, 0.0).to_csv(path, index=False)

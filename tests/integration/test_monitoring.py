@@ -14,10 +14,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from mlcycle import monitoring, pipeline
+from mlcycle import pipeline
 from mlcycle.commands import monitor as monitor_cmd
 from mlcycle.commands import retrain as retrain_cmd
 from mlcycle.errors import DataError, MlcycleError
+from mlcycle.monitoring import monitor as monitoring
+from mlcycle.monitoring import retrain as retraining
 from tests.conftest import TINY, compose, private_store
 
 # 3,000 rows give a 600-row test split: a registered ROC AUC stable enough that a
@@ -37,14 +39,9 @@ def trained(tmp_path_factory, template_store):
 
 
 def monitor_cfg(*overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from mlcycle.config.load import compose as compose_config
 
-    from mlcycle.config import config_dir, register_configs, to_typed_monitor
-
-    register_configs()
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return to_typed_monitor(hydra_compose("monitor", overrides=[*BATCH, *overrides]))
+    return compose_config([*BATCH, *overrides], config_name="monitor")
 
 
 def roots(client, kind: str) -> list:
@@ -102,7 +99,7 @@ def test_strong_drift_gives_decay_and_exactly_one_linked_retrain(trained):
     assert {"device", "channel", "days_since_last_visit", "visits_30d"} <= drifted
     assert "product_category" not in drifted  # the generator does not shift it
 
-    triggered = monitoring.triggered_runs(client, result.run_id)
+    triggered = retraining.triggered_runs(client, result.run_id)
     assert len(triggered) == 1
     retrain_run = triggered[0]
     assert retrain_run.info.run_id == result.retrain.run_id
@@ -127,8 +124,8 @@ def test_strong_drift_gives_decay_and_exactly_one_linked_retrain(trained):
 
     # a second retrain for the same monitoring run is refused, and creates nothing
     with pytest.raises(MlcycleError, match="already triggered"):
-        monitoring.retrain(cfg, result.run_id)
-    assert len(monitoring.triggered_runs(client, result.run_id)) == 1
+        retraining.retrain(cfg, result.run_id)
+    assert len(retraining.triggered_runs(client, result.run_id)) == 1
 
 
 def test_unlabelled_batch_gives_drift_verdicts_only(trained):
@@ -148,7 +145,7 @@ def test_unlabelled_batch_gives_drift_verdicts_only(trained):
 def test_batch_missing_a_feature_column_is_a_clear_error(trained, tmp_path, capsys):
     client = MlflowClient()
     monitors_before = len(roots(client, "monitor"))
-    from mlcycle.datasets import generate_sessions
+    from mlcycle.core.datasets import generate_sessions
 
     path = tmp_path / "batch.csv"
     generate_sessions(300, 5, 0.0).drop(columns=["price"]).to_csv(path, index=False)
@@ -165,7 +162,7 @@ def test_batch_missing_a_feature_column_is_a_clear_error(trained, tmp_path, caps
 
 def test_cli_exit_codes_and_table(trained, tmp_path, capsys):
     # a labelled CSV file without drift: exit 0; drifted: 11 (decay), or 0 with exit_codes off
-    from mlcycle.datasets import generate_sessions
+    from mlcycle.core.datasets import generate_sessions
 
     ok_path, bad_path = tmp_path / "ok.csv", tmp_path / "drifted.parquet"
     generate_sessions(1500, 2004, 0.0).to_csv(ok_path, index=False)
@@ -183,11 +180,11 @@ def test_cli_exit_codes_and_table(trained, tmp_path, capsys):
 def test_retrain_command_for_a_monitoring_run(trained, capsys):
     client = MlflowClient()
     result = monitoring.monitor(monitor_cfg("batch.seed=2006", "batch.drift=1", "monitor.retrain_on=never", "monitor.report=false"))
-    assert result.verdict == "decay" and monitoring.triggered_runs(client, result.run_id) == []
+    assert result.verdict == "decay" and retraining.triggered_runs(client, result.run_id) == []
     args = [result.run_id, 'monitor.retrain_overrides=["tune.n_trials=2"]', "monitor.retrain_reference_fraction=0.5"]
     assert retrain_cmd.main(args) == 0
     assert "mlcycle retrain: root run" in capsys.readouterr().out
-    (run,) = monitoring.triggered_runs(client, result.run_id)
+    (run,) = retraining.triggered_runs(client, result.run_id)
     assert run.data.params["tune.n_trials"] == "2"
     assert run.data.tags["mlcycle.retrain_rows"] == "1500 reference + 1500 batch"
     ingest = client.search_runs(
@@ -203,7 +200,7 @@ def test_retrain_command_for_a_monitoring_run(trained, capsys):
 def test_the_stored_batch_is_what_was_monitored(trained):
     result = monitoring.monitor(monitor_cfg("batch.seed=2007", "batch.n_rows=200", "monitor.retrain_on=never", "monitor.report=false"))
     run = MlflowClient().get_run(result.run_id)
-    local = mlflow.artifacts.download_artifacts(f"{run.info.artifact_uri}/{monitoring.BATCH_ARTIFACT}")
+    local = mlflow.artifacts.download_artifacts(f"{run.info.artifact_uri}/{retraining.BATCH_ARTIFACT}")
     stored = pd.read_parquet(local)
     assert len(stored) == 200 and "purchased" in stored.columns
     assert Path(local).exists()
@@ -231,7 +228,7 @@ def test_mlflow_run_monitor_entry_point_is_the_monitoring_run(trained):
     client = MlflowClient()
     (mon,) = [r for r in roots(client, "monitor") if r.data.tags.get("mlflow.source.type") == "PROJECT"]
     assert mon.info.status == "FINISHED" and mon.data.tags["mlcycle.verdict"] == "decay"
-    (retrain_run,) = monitoring.triggered_runs(client, mon.info.run_id)
+    (retrain_run,) = retraining.triggered_runs(client, mon.info.run_id)
     assert retrain_run.info.run_id != mon.info.run_id
     assert retrain_run.info.status == "FINISHED" and "mlflow.parentRunId" not in retrain_run.data.tags
     assert mon.data.tags["mlcycle.retrain_run_id"] == retrain_run.info.run_id
@@ -248,7 +245,7 @@ def test_regression_and_multiclass_models(tiny_cfg, tmp_path, data, metric, pred
     predicted labels."""
     import numpy as np
 
-    from mlcycle.datasets import load_bundled
+    from mlcycle.core.datasets import load_bundled
 
     pipeline.run(tiny_cfg(f"data={data}", "evaluate.plots=false"))
     frame = load_bundled(data)
@@ -278,12 +275,12 @@ def test_a_failing_retrain_keeps_the_verdict_and_can_be_retried(trained, capsys)
     (mon,) = [r for r in roots(client, "monitor") if r.data.tags.get("mlcycle.batch_source", "").endswith("seed=2009&drift=2.0")]
     assert mon.info.status == "FINISHED" and mon.data.tags["mlcycle.verdict"] == "decay"
     assert mon.data.tags["mlcycle.retrain"] == "failed"
-    (failed,) = monitoring.triggered_runs(client, mon.info.run_id)
+    (failed,) = retraining.triggered_runs(client, mon.info.run_id)
     assert failed.info.status == "FAILED" and "tuning trials failed" in failed.data.tags["mlcycle.error"]
     assert mon.data.tags["mlcycle.retrain_run_id"] == failed.info.run_id
     experiment = client.get_experiment_by_name("mlcycle").experiment_id
     assert client.search_runs([experiment], filter_string="attributes.status = 'RUNNING'") == []
     # a failed retrain does not count: retrying is allowed, once
     assert retrain_cmd.main([mon.info.run_id, 'monitor.retrain_overrides=["tune.n_trials=2"]']) == 0
-    assert [r.info.status for r in monitoring.triggered_runs(client, mon.info.run_id)] == ["FAILED", "FINISHED"]
+    assert [r.info.status for r in retraining.triggered_runs(client, mon.info.run_id)] == ["FAILED", "FINISHED"]
     assert retrain_cmd.main([mon.info.run_id]) == 2

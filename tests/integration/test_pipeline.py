@@ -11,7 +11,7 @@ import yaml
 from mlflow import MlflowClient
 
 from mlcycle import pipeline
-from mlcycle.config import STAGES
+from mlcycle.config.schema import STAGES
 
 CLASSIFICATION_METRICS = {"accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss"}
 

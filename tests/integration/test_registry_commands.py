@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from mlcycle import registry
 from mlcycle.cli import main
+from mlcycle.tracking import registry
 from tests.integration.registry_helpers import (
     NAME,
     WEAK,

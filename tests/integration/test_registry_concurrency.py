@@ -12,7 +12,7 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from mlcycle import registry
+from mlcycle.tracking import registry
 from tests.conftest import subprocess_env
 from tests.integration.registry_helpers import (
     NAME,
@@ -32,7 +32,7 @@ C_VALUES = (0.001, 0.03, 1.0)
 STARTER = """
 import os, sys, time
 import mlflow, sklearn, skops.io, hydra
-import mlcycle.commands.promote, mlcycle.registry
+import mlcycle.commands.promote, mlcycle.tracking.registry
 from mlcycle.cli import main
 open(sys.argv[1] + ".ready-" + str(os.getpid()), "w").close()
 while not os.path.exists(sys.argv[1]):
@@ -134,8 +134,8 @@ POSTGRES = pytest.mark.skipif(not os.environ.get("MLCYCLE_TEST_POSTGRES_URI"), r
 @pytest.mark.postgres
 @POSTGRES
 def test_concurrent_promotions_on_a_postgres_store_use_the_advisory_lock(tiny_cfg, pg_store, tmp_path):
-    from mlcycle.config import LockConfig
-    from mlcycle.locks import resolve
+    from mlcycle.config.schema import LockConfig
+    from mlcycle.tracking.locks import resolve
 
     assert resolve(pg_store, LockConfig(), NAME)[0].value == "postgres"
     race(tiny_cfg, pg_store, tmp_path)
@@ -147,8 +147,8 @@ def test_concurrent_promotions_on_a_postgres_store_use_the_advisory_lock(tiny_cf
 def test_advisory_lock_excludes_a_second_holder_and_frees_on_exit():
     import threading
 
-    from mlcycle.config import LockBackend, LockConfig
-    from mlcycle.locks import RegistryLockTimeout, registry_lock
+    from mlcycle.config.schema import LockBackend, LockConfig
+    from mlcycle.tracking.locks import RegistryLockTimeout, registry_lock
 
     uri = os.environ["MLCYCLE_TEST_POSTGRES_URI"]
     cfg = LockConfig(backend=LockBackend.postgres, postgres_uri=uri, timeout=0.5)

@@ -9,8 +9,9 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from mlcycle import pipeline, registry
-from mlcycle.evaluation import compute_metrics, predict_all
+from mlcycle import pipeline
+from mlcycle.core.evaluation import compute_metrics, predict_all
+from mlcycle.tracking import registry
 from tests.integration.registry_helpers import NAME, NO_GUARDS, WEAK
 
 

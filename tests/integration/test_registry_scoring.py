@@ -15,8 +15,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from mlcycle import pipeline, registry
+from mlcycle import pipeline
 from mlcycle.cli import main
+from mlcycle.tracking import model_io
 from tests.integration.registry_helpers import NAME
 
 
@@ -126,7 +127,7 @@ def test_loading_the_registered_model_never_unpickles(trained, monkeypatch):
     X = trained.state.splits.test[list(trained.state.schema.features)]
     pyfunc = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")  # what `mlflow models serve` does
     np.testing.assert_array_equal(np.asarray(pyfunc.predict(X)), trained.state.model.predict(X))
-    loaded = registry.load_model(f"models:/{NAME}@champion")
+    loaded = model_io.load_model(f"models:/{NAME}@champion")
     np.testing.assert_array_equal(loaded.model.predict(X), trained.state.model.predict(X))
     assert (loaded.name, loaded.version, loaded.target) == (NAME, "1", "purchased")
 
@@ -143,8 +144,8 @@ def test_unsafe_models_are_refused(trained, tmp_path):
     meta = yaml.safe_load((widened / "MLmodel").read_text())
     meta["flavors"]["sklearn"]["skops_trusted_types"].append("builtins.exec")
     (widened / "MLmodel").write_text(yaml.safe_dump(meta))
-    with pytest.raises(registry.ModelLoadError, match=r"asks to trust types mlcycle does not trust: \['builtins.exec'\]"):
-        registry.load_model(str(widened))
+    with pytest.raises(model_io.ModelLoadError, match=r"asks to trust types mlcycle does not trust: \['builtins.exec'\]"):
+        model_io.load_model(str(widened))
 
     smuggled = Path(shutil.copytree(source, tmp_path / "smuggled"))
     model = trained.state.model
@@ -153,10 +154,41 @@ def test_unsafe_models_are_refused(trained, tmp_path):
         skops.io.dump(model, smuggled / "model.skops")
     finally:
         model.steps.pop(0)
-    with pytest.raises(registry.ModelLoadError, match="cannot load model .* with skops: .*getcwd"):
-        registry.load_model(str(smuggled))
+    with pytest.raises(model_io.ModelLoadError, match="cannot load model .* with skops: .*getcwd"):
+        model_io.load_model(str(smuggled))
 
     pickled = tmp_path / "pickled"
     mlflow.sklearn.save_model(trained.state.model, str(pickled), serialization_format="pickle")
-    with pytest.raises(registry.ModelLoadError, match="serialized with pickle; mlcycle loads only skops"):
-        registry.load_model(str(pickled))
+    with pytest.raises(model_io.ModelLoadError, match="serialized with pickle; mlcycle loads only skops"):
+        model_io.load_model(str(pickled))
+
+
+def test_a_model_saved_before_the_transformers_moved_to_mlcycle_core_still_loads(trained, tmp_path):
+    """Models registered by an earlier mlcycle name its transformers mlcycle.cleaning.* and
+    mlcycle.features.*: the one safe loader still loads them, and they predict the same."""
+    import io
+    import zipfile
+
+    source = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}@champion"))
+    old = Path(shutil.copytree(source, tmp_path / "old"))
+    with zipfile.ZipFile(old / "model.skops") as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    schema = entries["schema.json"].decode()
+    assert '"mlcycle.core.cleaning"' in schema and '"mlcycle.core.features"' in schema
+    entries["schema.json"] = (
+        schema.replace('"mlcycle.core.cleaning"', '"mlcycle.cleaning"').replace('"mlcycle.core.features"', '"mlcycle.features"')
+    ).encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+    (old / "model.skops").write_bytes(buffer.getvalue())
+    meta = yaml.safe_load((old / "MLmodel").read_text())
+    flavor = meta["flavors"]["sklearn"]
+    flavor["skops_trusted_types"] = [t.replace("mlcycle.core.", "mlcycle.") for t in flavor["skops_trusted_types"]]
+    (old / "MLmodel").write_text(yaml.safe_dump(meta))
+
+    loaded = model_io.load_model(str(old))
+    X = trained.state.splits.test[list(trained.state.schema.features)]
+    np.testing.assert_array_equal(loaded.model.predict(X), trained.state.model.predict(X))
+    np.testing.assert_allclose(loaded.model.predict_proba(X), trained.state.model.predict_proba(X), rtol=1e-12)

@@ -21,7 +21,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlcycle import cli, pipeline
-from mlcycle.evaluation import CLASSIFICATION_METRICS
+from mlcycle.core.evaluation import CLASSIFICATION_METRICS
 from mlcycle.report import REPORT_ARTIFACT, REPORT_ERROR_TAG, render
 from mlcycle.report.render import external_references
 from tests.conftest import TINY, compose, private_store

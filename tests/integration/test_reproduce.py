@@ -8,10 +8,11 @@ import pytest
 import sklearn
 from mlflow import MlflowClient
 
-from mlcycle import lineage, pipeline
+from mlcycle import pipeline
 from mlcycle.commands import reproduce
-from mlcycle.config import from_resolved
-from mlcycle.evaluation import CLASSIFICATION_METRICS
+from mlcycle.config.load import from_resolved
+from mlcycle.core.evaluation import CLASSIFICATION_METRICS
+from mlcycle.tracking import lineage
 from tests.integration.runs import cache_status
 
 QUICK = ["evaluate.plots=false"]
@@ -89,7 +90,7 @@ def test_reproduce_a_registered_version_gives_identical_metrics(tiny_cfg, capsys
 
 
 def test_reproduce_after_the_data_changed_reports_the_digest_mismatch(tiny_cfg, tmp_path, capsys):
-    from mlcycle.datasets import generate_sessions
+    from mlcycle.core.datasets import generate_sessions
 
     path = tmp_path / "sessions.csv"
     generate_sessions(600, 5, 0.0).to_csv(path, index=False)

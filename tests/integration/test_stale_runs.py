@@ -17,9 +17,10 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from mlcycle import liveness, pipeline
+from mlcycle import pipeline
 from mlcycle.commands.runs import main as runs_main
-from mlcycle.idempotent import TOKEN_TAG
+from mlcycle.core import liveness
+from mlcycle.tracking.runs import TOKEN_TAG
 
 HOUR_MS = 3600 * 1000
 

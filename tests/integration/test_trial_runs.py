@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from mlcycle.trial_runs import TrialRecord, open_writer
+from mlcycle.tracking.trials import TrialRecord, open_writer
 
 
 def records(n: int) -> list[TrialRecord]:

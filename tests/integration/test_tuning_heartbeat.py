@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from mlcycle import tuning
+from mlcycle.core import tuning
 from tests.unit.test_tuning_core import small_objective
 
 SILENT_WORKER = textwrap.dedent(
@@ -40,7 +40,7 @@ def rdb_storage(request, tmp_path):
 
 def test_a_silent_workers_trial_fails_by_heartbeat_and_is_retried(rdb_storage):
     objective = small_objective()
-    search = tuning.Search(study_name="hb", storage=rdb_storage, n_trials=3, seed=4, heartbeat_interval=1, grace_period=2)
+    search = tuning.Search.of(study_name="hb", storage=rdb_storage, n_trials=3, seed=4, heartbeat_interval=1, grace_period=2)
     tuning.load_study(search, objective, create=True)
     child = subprocess.Popen([sys.executable, "-c", SILENT_WORKER, rdb_storage], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "running"

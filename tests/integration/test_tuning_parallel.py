@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlcycle import pipeline
-from mlcycle.liveness import owner_token
+from mlcycle.core.liveness import owner_token
 
 TUNE_ONLY = "stages=[ingest,preprocess,features,tune]"
 # ~1 s per trial: the study outlasts the few seconds a spawned worker takes to start

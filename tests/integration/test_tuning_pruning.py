@@ -7,7 +7,7 @@ from __future__ import annotations
 from mlflow import MlflowClient
 
 from mlcycle import pipeline
-from mlcycle.config import EstimatorSpec
+from mlcycle.config.schema import EstimatorSpec
 
 KNN = EstimatorSpec(
     estimator="sklearn.neighbors.KNeighborsClassifier",

@@ -58,9 +58,9 @@ def test_two_worker_processes_add_distinct_trials_under_the_same_tune_run(tiny_c
 
 
 def tuning_url(storage: str):
-    from mlcycle.tuning import Search, open_storage
+    from mlcycle.core.tuning import Search, open_storage
 
-    return open_storage(Search(study_name="-", storage=storage))
+    return open_storage(Search.of(study_name="-", storage=storage))
 
 
 def test_worker_refuses_what_it_cannot_join(tiny_cfg, tmp_path, capsys):

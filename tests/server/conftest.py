@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mlcycle.masking import mask_text
+from mlcycle.core.masking import mask_text
 from tests.conftest import subprocess_env, tracking_at
 from tests.server.harness import ENABLE_HINT, MLFLOW, POSTGRES_ENV, MlflowServer, Postgres, required
 

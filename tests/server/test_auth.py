@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from mlcycle import pipeline
-from mlcycle.config import STAGES
+from mlcycle.config.schema import STAGES
 from mlcycle.errors import TrackingUnreachable
 from tests.conftest import compose
 from tests.server.harness import MlflowServer, children, roots, tiny_overrides
@@ -192,8 +192,8 @@ def test_close_stale_needs_edit_permission_and_says_which_runs_it_could_not_clos
     import sys
     from dataclasses import replace
 
-    from mlcycle import liveness
     from mlcycle.commands.runs import main as runs_main
+    from mlcycle.core import liveness
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()  # a process that existed and is gone

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from mlcycle.config import STAGES
+from mlcycle.config.schema import STAGES
 from tests.server.harness import all_runs, children, roots, spawn, tiny_overrides
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

@@ -12,8 +12,8 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from mlcycle import pipeline
-from mlcycle.config import STAGES
-from mlcycle.idempotent import GHOST_TAG, TOKEN_TAG
+from mlcycle.config.schema import STAGES
+from mlcycle.tracking.runs import GHOST_TAG, TOKEN_TAG
 from tests.conftest import compose
 from tests.server.harness import (
     LosingProxy,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from mlcycle.config import STAGES
+from mlcycle.config.schema import STAGES
 from tests.server.harness import (
     MlflowServer,
     all_runs,

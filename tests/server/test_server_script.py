@@ -17,7 +17,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from mlcycle.config import STAGES
+from mlcycle.config.schema import STAGES
 from tests.server.harness import ENABLE_HINT, TINY, cli, free_port, required, roots
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

@@ -14,7 +14,7 @@ import signal
 import pytest
 from mlflow import MlflowClient
 
-from mlcycle.config import STAGES
+from mlcycle.config.schema import STAGES
 from tests.server.harness import (
     all_runs,
     child_pids,
@@ -124,7 +124,7 @@ def test_sigkill_leaves_runs_that_close_stale_ends_failed(
 
     # a live pipeline's runs in another experiment must survive the sweep
     live = client.create_experiment(f"{experiment}-live")
-    from mlcycle import liveness
+    from mlcycle.core import liveness
 
     alive = client.create_run(live, run_name="alive", tags=liveness.current().tags()).info.run_id
 

@@ -15,8 +15,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from mlcycle.idempotent import GHOST_TAG, TOKEN_TAG
-from mlcycle.trial_runs import ProcessTrialWriter, open_writer
+from mlcycle.tracking.runs import GHOST_TAG, TOKEN_TAG
+from mlcycle.tracking.trials import ProcessTrialWriter, open_writer
 from tests.integration.test_trial_runs import check_written, records
 from tests.server.harness import process_gone, wait_for
 
@@ -101,7 +101,7 @@ def test_the_writer_process_finishes_its_queue_when_the_tuning_process_is_killed
     script = textwrap.dedent(f"""
         import os, signal, time
         from mlflow import MlflowClient
-        from mlcycle.trial_runs import open_writer
+        from mlcycle.tracking.trials import open_writer
         from tests.integration.test_trial_runs import records
         writer = open_writer(MlflowClient({shared_server.url!r}), {experiment_id!r}, {parent!r})
         assert writer.kind == "process"

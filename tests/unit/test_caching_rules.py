@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlcycle import data
-from mlcycle.caching import STAGE_CONFIG, disabled_reason, stage_fingerprint
-from mlcycle.commands.train import shorthands
-from mlcycle.config import STAGES, ConfigError, DataConfig, Source, as_dict, from_resolved
+from mlcycle import stages
+from mlcycle.cli import normalize
+from mlcycle.config.load import as_dict, from_resolved
+from mlcycle.config.schema import STAGES, DataConfig, Source
+from mlcycle.core import data
+from mlcycle.errors import ConfigError
+from mlcycle.tracking.cache import disabled_reason, stage_config, stage_fingerprint
 from tests.conftest import compose
 
 CODE = {"mlcycle_version": "0", "git_commit": "abc", "source_digest": "s", "python": "3", "libraries": {}}
@@ -21,7 +24,8 @@ CODE = {"mlcycle_version": "0", "git_commit": "abc", "source_digest": "s", "pyth
 def fingerprints(cfg, code=CODE) -> dict[str, str]:
     out, upstream = {}, None
     for stage in STAGES:
-        upstream = out[stage] = stage_fingerprint(stage, as_dict(cfg), upstream, code, {})
+        config = stage_config(as_dict(cfg), stages.get(stage).reads)
+        upstream = out[stage] = stage_fingerprint(stage, config, upstream, code, {})
     return out
 
 
@@ -73,10 +77,10 @@ def test_code_version_and_key_order_are_part_of_every_fingerprint(base_fps):
 
 
 def test_every_stage_declares_the_config_it_reads():
-    assert set(STAGE_CONFIG) == set(STAGES)
+    assert [stages.get(name).name for name in STAGES] == list(STAGES)
     resolved = as_dict(compose())
-    for paths in STAGE_CONFIG.values():
-        for dotted in paths:
+    for name in STAGES:
+        for dotted in stages.get(name).reads:
             node = resolved
             for part in dotted.split("."):
                 node = node[part]  # KeyError: the table names a key the config lacks
@@ -99,14 +103,12 @@ def test_caching_needs_a_known_clean_code_version_unless_allowed(lineage, allow_
 
 
 def test_cache_config_and_the_cache_false_shorthand():
-    assert shorthands(["model=random_forest", "cache=false", "cache=True"]) == [
-        "model=random_forest", "cache.enabled=false", "cache.enabled=true",
-    ]
-    cfg = compose(shorthands(["cache=false", "cache.force=[tune,train]"]))
+    assert normalize(["model=random_forest", "cache=True"]) == ["model=random_forest", "cache.enabled=true"]
+    cfg = compose(normalize(["cache=false", "cache.force=[tune,train]"]))
     assert cfg.cache.enabled is False
     assert cfg.cache.force == ["tune", "train"]
     assert compose().cache.enabled is True
-    with pytest.raises(ConfigError, match=r"unknown stage\(s\) \['tuning'\] in cache.force"):
+    with pytest.raises(ConfigError, match=r"cache.force: unknown stage\(s\) \['tuning'\]"):
         compose(["cache.force=[tuning]"])
 
 
@@ -130,7 +132,7 @@ def parquet_round_trip(frame: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.mark.parametrize("labels", [None, ("no", "yes")], ids=["int-target", "text-target"])
 def test_restore_types_undoes_what_parquet_changes(labels):
-    from mlcycle.datasets import generate_sessions
+    from mlcycle.core.datasets import generate_sessions
 
     raw = generate_sessions(300, 1, 0.0)
     if labels:

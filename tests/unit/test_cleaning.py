@@ -4,7 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlcycle.cleaning import MISSING_CATEGORY, TabularCleaner, anomaly_mask, drop_duplicate_rows
+from mlcycle.core.cleaning import (
+    MISSING_CATEGORY,
+    TabularCleaner,
+    anomaly_mask,
+    drop_duplicate_rows,
+)
 
 
 def test_drop_duplicates_counts_removed_rows():

@@ -3,17 +3,32 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from mlcycle.cli import expand_overrides
+from mlcycle.cli import normalize
 
 
 def test_overrides_parameter_is_split_and_later_values_win():
     args = ["model=hist_gradient_boosting", "data=ecommerce", "tune.n_trials=20", "--overrides", "data=csv data.path='/a b/c.csv' tune.n_trials=5"]
-    assert expand_overrides(args) == ["model=hist_gradient_boosting", "data=csv", "data.path=/a b/c.csv", "tune.n_trials=5"]
+    assert normalize(args) == ["model=hist_gradient_boosting", "data=csv", "data.path=/a b/c.csv", "tune.n_trials=5"]
+    assert normalize(["--overrides=a=1 b=2", "a=3"]) == ["b=2", "a=3"]
 
 
 def test_empty_overrides_and_flags_pass_through():
-    assert expand_overrides(["-m", "model=a,b", "--overrides", ""]) == ["-m", "model=a,b"]
-    assert expand_overrides(["+x=1", "+x=2"]) == ["+x=1", "+x=2"]
+    assert normalize(["-m", "model=a,b", "--overrides", ""]) == ["-m", "model=a,b"]
+    assert normalize(["+x=1", "+x=2"]) == ["+x=1", "+x=2"]
+
+
+def test_mlproject_parameters_empty_values_are_dropped_and_switches_follow_their_value():
+    """`mlflow run` passes every declared parameter: empty means "not given", true/false a switch."""
+    args = ["--version=", "--alias=challenger", "--force=false", "--reason=", "--overrides", ""]
+    assert normalize(args) == ["--alias=challenger"]
+    assert normalize(["--force=true", "--alias=challenger"]) == ["--force", "--alias=challenger"]
+    assert normalize(["--version=3", "--alias=challenger", "--force=false"]) == ["--version=3", "--alias=challenger"]
+    assert normalize(["--input=a.csv", "--model-uri=", "--on-bad-rows=skip"]) == ["--input=a.csv", "--on-bad-rows=skip"]
+
+
+def test_cache_shorthand():
+    assert normalize(["model=random_forest", "cache=false", "cache=True"]) == ["model=random_forest", "cache.enabled=true"]
+    assert normalize(["cache=false"]) == ["cache.enabled=false"]
 
 
 def test_help_does_not_import_mlflow():

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlcycle import data
-from mlcycle.config import DataConfig, Source, SplitConfig, Task
+from mlcycle.config.schema import DataConfig, Source, SplitConfig, Task
+from mlcycle.core import data
 from mlcycle.errors import DataError
 
 

@@ -8,8 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlcycle import drift
+from mlcycle.core import drift
+from mlcycle.core.data import CATEGORICAL, DATETIME, NUMERIC
 from mlcycle.errors import DataError
+
+
+def psi_numeric(reference, current, n_bins: int = 10) -> float:
+    """A numeric feature's PSI, as the monitor computes it."""
+    thresholds = drift.DriftThresholds(n_bins=n_bins)
+    return drift.feature_drift("x", NUMERIC, pd.Series(reference, dtype=float), pd.Series(current, dtype=float), thresholds).psi
+
+
+def psi_categorical(reference: pd.Series, current: pd.Series) -> float:
+    return drift.feature_drift("x", CATEGORICAL, reference, current, drift.DriftThresholds()).psi
 
 
 def psi_by_hand(p, q):
@@ -21,7 +32,7 @@ def test_numeric_psi_with_two_quantile_bins():
     # reference [1,2,3,4], 2 bins: the median 2.5 is the one edge -> 2 | 2 rows, 0 missing
     # batch [1,1,1,4] -> 3 | 1 rows
     assert drift.quantile_edges(np.array([1.0, 2, 3, 4]), 2).tolist() == [2.5]
-    got = drift.psi_numeric([1, 2, 3, 4], [1, 1, 1, 4], n_bins=2)
+    got = psi_numeric([1, 2, 3, 4], [1, 1, 1, 4], n_bins=2)
     # the empty missing bin is epsilon in both: contributes 0
     assert got == pytest.approx(psi_by_hand([0.5, 0.5], [0.75, 0.25]), abs=1e-12)
     assert got == pytest.approx(0.25 * math.log(1.5) + 0.25 * math.log(2), abs=1e-12)  # 0.274653
@@ -29,7 +40,7 @@ def test_numeric_psi_with_two_quantile_bins():
 
 def test_numeric_psi_identical_samples_is_zero():
     values = np.arange(100.0)
-    assert drift.psi_numeric(values, values.copy()) == 0.0
+    assert psi_numeric(values, values.copy()) == 0.0
 
 
 def test_value_on_an_edge_falls_in_the_lower_bin():
@@ -57,9 +68,9 @@ def test_ties_merge_bins_and_missing_values_get_their_own_bin():
 def test_constant_reference_column():
     # one edge at the constant: "at it" and "above it"
     assert drift.quantile_edges(np.full(5, 3.0), 10).tolist() == [3.0]
-    assert drift.psi_numeric(np.full(5, 3.0), np.full(4, 3.0)) == 0.0
+    assert psi_numeric(np.full(5, 3.0), np.full(4, 3.0)) == 0.0
     # half the batch above the constant: bins (1, 0) vs (0.5, 0.5), empty bin = epsilon
-    got = drift.psi_numeric(np.full(4, 3.0), [3.0, 3.0, 7.0, 9.0])
+    got = psi_numeric(np.full(4, 3.0), [3.0, 3.0, 7.0, 9.0])
     assert got == pytest.approx(psi_by_hand([1.0, drift.EPSILON], [0.5, 0.5]), abs=1e-12)
 
 
@@ -71,13 +82,13 @@ def test_categorical_psi_buckets_unseen_categories_and_missing():
     assert sorted(buckets) == ["a", "b"]
     assert drift.categorical_counts(cur, ["a", "b"], drift.UNSEEN).tolist() == [1, 1, 1, 1]
     expected = psi_by_hand([0.5, 0.5, drift.EPSILON, drift.EPSILON], [0.25, 0.25, 0.25, 0.25])
-    assert drift.psi_categorical(ref, cur) == pytest.approx(expected, abs=1e-12)
+    assert psi_categorical(ref, cur) == pytest.approx(expected, abs=1e-12)
 
 
 def test_categorical_psi_is_zero_for_same_shares_and_text_type_does_not_matter():
     ref = pd.Series(["x", "y", "y", None], dtype=object)
     cur = pd.Series(["y", "x", None, "y"], dtype="str")  # what a Parquet round trip gives
-    assert drift.psi_categorical(ref, cur) == 0.0
+    assert psi_categorical(ref, cur) == 0.0
 
 
 # --------------------------------------------------------------------------- tests
@@ -113,21 +124,21 @@ def test_feature_is_drifted_only_when_psi_is_large_and_the_test_significant():
     th = drift.DriftThresholds(psi=0.2, alpha=0.01)
     rng = np.random.default_rng(0)
     ref = pd.Series(rng.normal(0, 1, 2000))
-    same = drift.feature_drift("x", drift.NUMERIC, ref, pd.Series(rng.normal(0, 1, 2000)), th)
-    moved = drift.feature_drift("x", drift.NUMERIC, ref, pd.Series(rng.normal(1, 1, 2000)), th)
+    same = drift.feature_drift("x", NUMERIC, ref, pd.Series(rng.normal(0, 1, 2000)), th)
+    moved = drift.feature_drift("x", NUMERIC, ref, pd.Series(rng.normal(1, 1, 2000)), th)
     assert not same.drifted and same.psi < 0.05
     assert moved.drifted and moved.psi > 0.5 and moved.p_value < 1e-10
     # a big PSI on 5 rows is noise: not drifted
-    tiny = drift.feature_drift("x", drift.NUMERIC, ref, pd.Series([-0.1, 0.0, 0.05, 0.1, 0.2]), th)
+    tiny = drift.feature_drift("x", NUMERIC, ref, pd.Series([-0.1, 0.0, 0.05, 0.1, 0.2]), th)
     assert tiny.psi >= 0.2 and tiny.p_value > th.alpha and not tiny.drifted
 
 
 def test_datetime_features_compare_on_a_time_axis():
     ref = pd.Series(pd.to_datetime(["2025-01-01", "2025-02-01", None, "2025-03-01"]))
-    out = drift.as_numbers(ref, drift.DATETIME)
+    out = drift.as_numbers(ref, DATETIME)
     assert np.isnan(out[2]) and out[1] - out[0] == 31 * 86400
     later = pd.Series(ref + pd.Timedelta(days=365))
-    result = drift.feature_drift("d", drift.DATETIME, ref, later, drift.DriftThresholds())
+    result = drift.feature_drift("d", DATETIME, ref, later, drift.DriftThresholds())
     assert result.test == "ks" and result.statistic == 1.0
 
 

@@ -5,8 +5,8 @@ import pytest
 from sklearn import metrics as skm
 from sklearn.linear_model import LogisticRegression
 
-from mlcycle.config import Task
-from mlcycle.evaluation import compute_metrics, greater_is_better, plots, primary_metric, score
+from mlcycle.config.schema import Task
+from mlcycle.core.evaluation import compute_metrics, greater_is_better, plots, primary_metric, score
 
 
 def test_binary_metrics_match_sklearn_with_string_labels():

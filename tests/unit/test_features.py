@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlcycle.features import DateParts, DerivedFeatures, build_encoder, plan_features
+from mlcycle.core.features import DateParts, DerivedFeatures, build_encoder, plan_features
 
 
 def test_derived_features_evaluate_expressions_and_fill_infinities():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlcycle.evaluation import CLASSIFICATION_METRICS, REGRESSION_METRICS, greater_is_better
-from mlcycle.gate import GatePolicy, decide
+from mlcycle.core.evaluation import CLASSIFICATION_METRICS, REGRESSION_METRICS, greater_is_better
+from mlcycle.core.gate import GatePolicy, decide
 
 
 def run(policy, candidate, champion=None, task_metrics=CLASSIFICATION_METRICS, **kw):

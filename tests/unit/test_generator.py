@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlcycle.datasets import generate_sessions
-from mlcycle.datasets.ecommerce import TARGET
+from mlcycle.core.datasets import generate_sessions
+from mlcycle.core.datasets.ecommerce import TARGET
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from mlcycle import liveness
+from mlcycle.core import liveness
 
 
 def test_current_process_is_alive_and_round_trips_through_tags():

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from mlcycle.liveness import owner_is_dead, owner_token
+from mlcycle.core.liveness import owner_is_dead, owner_token
 
 
 def test_this_process_is_alive():
@@ -20,7 +20,7 @@ def test_this_process_is_alive():
 
 
 def test_a_finished_process_is_dead():
-    child = subprocess.Popen([sys.executable, "-c", "from mlcycle.liveness import owner_token; print(owner_token())"], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", "from mlcycle.core.liveness import owner_token; print(owner_token())"], stdout=subprocess.PIPE, text=True)
     token = child.communicate()[0].strip()
     assert token.split(":")[1] == str(child.pid)
     assert owner_is_dead(token) is True
@@ -32,7 +32,7 @@ def test_a_reused_pid_is_not_the_owner():
 
 
 def test_a_zombie_is_dead():
-    child = subprocess.Popen([sys.executable, "-c", "from mlcycle.liveness import owner_token; print(owner_token(), flush=True)"], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", "from mlcycle.core.liveness import owner_token; print(owner_token(), flush=True)"], stdout=subprocess.PIPE, text=True)
     token = child.stdout.readline().strip()
     deadline = time.monotonic() + 30
     while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":

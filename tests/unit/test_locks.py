@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from mlcycle.config import LockBackend, LockConfig
+from mlcycle.config.schema import LockBackend, LockConfig
 from mlcycle.errors import MlcycleError
-from mlcycle.locks import RegistryLockTimeout, advisory_key, registry_lock, resolve
+from mlcycle.tracking.locks import RegistryLockTimeout, advisory_key, registry_lock, resolve
 
 
 def test_lock_follows_the_tracking_store(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlcycle.masking import MASK, is_secret_name, mask_text, mask_tree, mask_uri, mask_values
+from mlcycle.core.masking import MASK, is_secret_name, mask_text, mask_tree, mask_uri, mask_values
 
 
 @pytest.mark.parametrize(

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from mlcycle.config import (
-    RetrainOn,
-    config_dir,
-    from_resolved,
-    register_configs,
-    to_typed_monitor,
-)
-from mlcycle.data import digest
-from mlcycle.datasets import generate_sessions
+from mlcycle.config.load import compose, from_resolved
+from mlcycle.config.monitor import RetrainOn
+from mlcycle.core.data import digest
+from mlcycle.core.datasets import generate_sessions
 from mlcycle.errors import ConfigError
 from tests.conftest import compose as compose_pipeline
 
 
 def monitor(*overrides):
-    register_configs()
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return to_typed_monitor(compose("monitor", overrides=list(overrides)))
+    return compose(list(overrides), config_name="monitor")
 
 
 def test_defaults_and_overrides():
@@ -50,7 +42,7 @@ def test_values_a_type_cannot_check(override, message):
 
 
 def test_from_resolved_round_trips_a_resolved_config_with_overrides():
-    from mlcycle.config import as_dict
+    from mlcycle.config.load import as_dict
 
     original = compose_pipeline(["model=random_forest", "tune.n_trials=7"])
     rebuilt = from_resolved(as_dict(original))

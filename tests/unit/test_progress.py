@@ -6,7 +6,7 @@ import io
 import os
 import pty
 
-from mlcycle.progress import TrialProgress
+from mlcycle.core.progress import TrialProgress
 
 
 def test_silent_when_not_a_terminal():

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlcycle.core.scoring import InputColumn, check_input, describe_rejections, output_frame
 from mlcycle.errors import DataError
-from mlcycle.scoring import InputColumn, check_input, describe_rejections, output_frame
 
 COLUMNS = [InputColumn("price", "double"), InputColumn("device", "string"), InputColumn("day", "datetime")]
 

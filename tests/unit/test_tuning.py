@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import optuna
 
-from mlcycle.tuning import suggest
+from mlcycle.core.tuning import suggest
 
 SPACE = {
     "C": {"type": "float", "low": 0.01, "high": 10.0, "log": True},

@@ -17,10 +17,10 @@ from optuna.trial import TrialState
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
-from mlcycle import tuning
-from mlcycle.config import EstimatorSpec, Task
-from mlcycle.liveness import owner_token
-from mlcycle.modeling import Fold
+from mlcycle.config.schema import EstimatorSpec, Task
+from mlcycle.core import tuning
+from mlcycle.core.liveness import owner_token
+from mlcycle.core.modeling import Fold
 
 LOGREG = EstimatorSpec(
     estimator="sklearn.linear_model.LogisticRegression",
@@ -45,7 +45,7 @@ def small_objective(spec: EstimatorSpec = LOGREG, n_folds: int = 3) -> tuning.Ob
 
 @pytest.mark.parametrize("sampler", ["tpe", "random", "cmaes", "qmc"])
 def test_every_sampler_handles_categorical_and_numeric_parameters(sampler):
-    search = tuning.Search(study_name=f"s-{sampler}", n_trials=6, sampler=sampler, seed=3)
+    search = tuning.Search.of(study_name=f"s-{sampler}", n_trials=6, sampler=sampler, seed=3)
     result = tuning.optimize(small_objective(), search)
     assert result.counts.complete == 6 and result.n_run == 6
     trials = result.study.get_trials(states=(TrialState.COMPLETE,))
@@ -54,7 +54,7 @@ def test_every_sampler_handles_categorical_and_numeric_parameters(sampler):
 
 
 def test_seeded_sampler_repeats_the_same_trials():
-    search = tuning.Search(study_name="repeat", n_trials=5, sampler="tpe", seed=11)
+    search = tuning.Search.of(study_name="repeat", n_trials=5, sampler="tpe", seed=11)
     first = tuning.optimize(small_objective(), search)
     second = tuning.optimize(small_objective(), search)
     assert [t.params for t in first.study.trials] == [t.params for t in second.study.trials]
@@ -83,19 +83,19 @@ def test_study_name_follows_the_search_definition():
 
 def test_resume_counts_finished_trials_toward_the_target(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    search = tuning.Search(study_name="resume", storage=storage, n_trials=3, seed=1)
+    search = tuning.Search.of(study_name="resume", storage=storage, n_trials=3, seed=1)
     first = tuning.optimize(small_objective(), search)
     assert (first.n_before, first.n_run, first.counts.done) == (0, 3, 3)
     again = tuning.optimize(small_objective(), search)  # target reached: nothing to do
     assert (again.n_before, again.n_run, again.counts.done) == (3, 0, 3)
-    more = tuning.optimize(small_objective(), replace(search, n_trials=5))
+    more = tuning.optimize(small_objective(), search.using(n_trials=5))
     assert (more.n_before, more.n_run, more.counts.done) == (3, 2, 5)
     assert [t.number for t in more.study.trials] == [0, 1, 2, 3, 4]
 
 
 def test_a_trial_left_running_by_a_dead_process_is_failed_and_retried(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    search = tuning.Search(study_name="crashed", storage=storage, n_trials=3, seed=1, max_retry=1)
+    search = tuning.Search.of(study_name="crashed", storage=storage, n_trials=3, seed=1, max_retry=1)
     objective = small_objective()
     study = tuning.load_study(search, objective, create=True)
     # what a SIGKILLed worker leaves: a RUNNING trial with its owner's token and params
@@ -127,14 +127,14 @@ def test_objective_errors_count_as_failed_and_all_failed_raises():
     bad = EstimatorSpec(estimator=LOGREG.estimator, params={"max_iter": -1}, search_space=LOGREG.search_space)
     seen = []
     with pytest.raises(RuntimeError, match="all 2 tuning trials failed; first error: .*max_iter"):
-        tuning.optimize(small_objective(bad), tuning.Search(study_name="bad", n_trials=2), on_trial=seen.append)
+        tuning.optimize(small_objective(bad), tuning.Search.of(study_name="bad", n_trials=2), on_trial=seen.append)
     assert [r.state for r in seen] == ["FAIL", "FAIL"]
     assert all("max_iter" in r.error for r in seen)
 
 
 def test_threads_reach_the_target_exactly_and_report_every_trial():
     seen = []
-    search = tuning.Search(study_name="threads", n_trials=7, seed=2)
+    search = tuning.Search.of(study_name="threads", n_trials=7, seed=2)
     result = tuning.optimize(small_objective(), search, n_jobs=3, parallel="thread", on_trial=seen.append)
     assert result.n_run == 7 and len(result.study.trials) == 7
     assert sorted(r.number for r in seen) == list(range(7))
@@ -159,7 +159,7 @@ def test_trial_threads_share_the_cores_through_openmp():
     not every core (two HGB trials at 2 OpenMP threads each halve the throughput)."""
     OpenMPProbe.seen.clear()
     spec = replace(LOGREG, estimator=f"{__name__}.OpenMPProbe")
-    search = tuning.Search(study_name="openmp", n_trials=4, seed=1)
+    search = tuning.Search.of(study_name="openmp", n_trials=4, seed=1)
     tuning.optimize(small_objective(spec), search, n_jobs=2, parallel="thread")
     share = len(os.sched_getaffinity(0)) // 2
     assert OpenMPProbe.seen and set(OpenMPProbe.seen) == {share}
@@ -189,7 +189,7 @@ def test_trials_get_the_configured_blas_threads_and_every_openmp_thread(blas_thr
     assert ("blas", 1) not in before  # else the test could not tell a cap from the default
     BLASProbe.seen.clear()
     spec = replace(LOGREG, estimator=f"{__name__}.BLASProbe")
-    search = tuning.Search(study_name="blas", n_trials=2, seed=1, blas_threads=blas_threads)
+    search = tuning.Search.of(study_name="blas", n_trials=2, seed=1, blas_threads=blas_threads)
     tuning.optimize(small_objective(spec), search)
     cores = len(os.sched_getaffinity(0))
     blas = {n for api, n in BLASProbe.seen if api == "blas"}
@@ -207,7 +207,7 @@ def test_pruned_trials_report_the_folds_they_scored():
         search_space={"n_neighbors": {"type": "int", "low": 1, "high": 60, "log": True}},
     )
     seen = []
-    search = tuning.Search(study_name="prune", n_trials=20, sampler="random", pruner="median", pruner_startup_trials=3, seed=0)
+    search = tuning.Search.of(study_name="prune", n_trials=20, sampler="random", pruner="median", pruner_startup_trials=3, seed=0)
     result = tuning.optimize(small_objective(spec, n_folds=4), search, on_trial=seen.append)
     pruned = [r for r in seen if r.state == "PRUNED"]
     assert pruned and result.counts.pruned == len(pruned)
@@ -233,11 +233,11 @@ def test_study_figures_with_zero_one_and_many_complete_trials():
 
 def test_a_worker_rebuilds_the_exact_folds_from_the_logged_description(tmp_path):
     """What a tune-worker on another machine does: description + Parquet rows -> folds."""
-    from mlcycle.config import PreprocessConfig
-    from mlcycle.data import infer_schema
-    from mlcycle.datasets import generate_sessions
-    from mlcycle.features import plan_features
-    from mlcycle.modeling import build_preprocessor, cv_splitter, prepare_folds
+    from mlcycle.config.schema import PreprocessConfig
+    from mlcycle.core.data import infer_schema
+    from mlcycle.core.datasets import generate_sessions
+    from mlcycle.core.features import plan_features
+    from mlcycle.core.modeling import build_preprocessor, cv_splitter, prepare_folds
     from tests.conftest import compose
 
     cfg = compose(["data.n_rows=400"])

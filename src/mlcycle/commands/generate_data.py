@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mlcycle.cli import command
 
+
+@command
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mlcycle generate-data", description=__doc__)
     parser.add_argument("--rows", type=int, default=20_000, help="number of sessions (default 20000)")
@@ -14,8 +17,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output file (.csv or .parquet); default data/ecommerce.csv")
     args = parser.parse_args(argv)
 
-    from mlcycle.config import project_root
-    from mlcycle.datasets import generate_sessions
+    from mlcycle.config.load import project_root
+    from mlcycle.core.datasets import generate_sessions
 
     out = args.out or project_root() / "data" / "ecommerce.csv"
     out.parent.mkdir(parents=True, exist_ok=True)

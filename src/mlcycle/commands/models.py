@@ -6,30 +6,26 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 
+from mlcycle.cli import command
 from mlcycle.commands import _common
 
 HEADLINE = ("roc_auc", "log_loss", "brier", "accuracy", "rmse", "mae", "r2")
 
 
+@command
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mlcycle models", description=__doc__)
     parser.add_argument("--model", help="registered model name (default: registry.model_name)")
     parser.add_argument("--history", type=int, default=20, help="audit entries to show (default 20; 0 = all)")
     args = _common.parse(parser, argv)
-    return _common.run(lambda: _models(args))
+    from mlcycle.config.load import compose
+    from mlcycle.tracking import registry
 
-
-def _models(args) -> int:
-    from mlflow.exceptions import MlflowException
-
-    from mlcycle import registry
-
-    cfg = _common.compose(args.overrides)
-    client = _common.connect(cfg)
+    cfg = compose(args.overrides)
+    client, _ = _common.connect(cfg)
     name = args.model or cfg.registry.model_name
-    try:
-        model = client.get_registered_model(name)
-    except MlflowException:
+    model = registry.registered_model(client, name)
+    if model is None:
         names = [m.name for m in client.search_registered_models(max_results=1000)]
         if args.model or not names:
             print(f"no registered model {name!r}" + (f"; registered: {', '.join(names)}" if names else ""))
@@ -49,6 +45,8 @@ def _models(args) -> int:
 
 
 def render_versions(name: str, versions, aliases: dict[str, list[str]]) -> str:
+    from mlcycle.tracking.registry import TAG_GATE, TAG_ROOT_RUN
+
     metrics = [m for m in HEADLINE if any(f"test_{m}" in v.tags for v in versions)][:4]
     header = ["version", "aliases", "created (UTC)", *metrics, "gate", "root run"]
     rows = []
@@ -60,8 +58,8 @@ def render_versions(name: str, versions, aliases: dict[str, list[str]]) -> str:
                 ",".join(sorted(aliases.get(str(v.version), []))) or "-",
                 created,
                 *[_num(v.tags.get(f"test_{m}")) for m in metrics],
-                v.tags.get("mlcycle.gate", "-"),
-                (v.tags.get("root_run_id") or "-")[:12],
+                v.tags.get(TAG_GATE, "-"),
+                (v.tags.get(TAG_ROOT_RUN) or "-")[:12],
             ]
         )
     return f"{name}: {len(versions)} version(s)\n" + _table(header, rows)

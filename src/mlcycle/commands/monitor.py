@@ -6,12 +6,7 @@ Exit codes: 0 ok, 10 drift, 11 decay (``monitor.exit_codes=false``: 0 for any ve
 
 from __future__ import annotations
 
-import os
-import sys
-import traceback
-
-from mlcycle.cli import expand_overrides
-from mlcycle.errors import MlcycleError
+from mlcycle.cli import command
 
 HELP = """usage: mlcycle monitor [key=value ...]
 
@@ -28,37 +23,22 @@ Exit codes: 0 ok, 10 drift, 11 decay; 2 bad input/config, 1 other errors.
 """
 
 
-def compose(args: list[str]):
-    """The typed monitor config; a bad override is one ConfigError line."""
-    from mlcycle.commands import _common
-
-    return _common.compose(args, config_name="monitor", job_name="mlcycle-monitor")
-
-
+@command
 def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(HELP)
         return 0
-    args = expand_overrides(argv)
-    try:
-        cfg = compose(args)
-        from mlcycle import monitoring
+    from mlcycle.config.load import compose
+    from mlcycle.monitoring.monitor import monitor
 
-        result = monitoring.monitor(cfg)
-    except MlcycleError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except Exception as exc:
-        return _unexpected(exc)
+    cfg = compose(argv, config_name="monitor")
+    result = monitor(cfg)
     print(summary(result, cfg))
     if cfg.monitor.result_file:
         write_result(result, cfg.monitor.result_file)
     if result.retrain_error is not None:  # the verdict is logged; the action failed
-        exc = result.retrain_error
-        if isinstance(exc, MlcycleError):
-            print(f"error: retrain: {exc}", file=sys.stderr)
-            return exc.exit_code
-        return _unexpected(exc, "retrain: ")
+        result.retrain_error.add_note("retrain")
+        raise result.retrain_error
     return result.exit_code if cfg.monitor.exit_codes else 0
 
 
@@ -83,14 +63,6 @@ def write_result(result, path: str) -> None:
     out.write_text(json.dumps(payload) + "\n")
 
 
-def _unexpected(exc: BaseException, where: str = "") -> int:
-    if os.environ.get("MLCYCLE_DEBUG"):
-        traceback.print_exception(exc)
-    hint = "" if os.environ.get("MLCYCLE_DEBUG") else " (MLCYCLE_DEBUG=1 shows the traceback)"
-    print(f"error: {where}{type(exc).__name__}: {exc}{hint}", file=sys.stderr)
-    return 1
-
-
 def summary(result, cfg) -> str:
     """The short table: one line per feature, the prediction, performance, verdict, action."""
     m = cfg.monitor
@@ -111,7 +83,7 @@ def summary(result, cfg) -> str:
     )
     if result.decay is not None:
         d = result.decay
-        from mlcycle.monitoring import tolerance
+        from mlcycle.monitoring.monitor import tolerance
 
         lines.append(
             f"  {d.metric}: registered {d.baseline:.4f}, batch {d.current:.4f}, worse by {d.worsening:.4f} "

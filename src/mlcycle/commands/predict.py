@@ -15,11 +15,13 @@ import argparse
 import time
 from pathlib import Path
 
+from mlcycle.cli import command
 from mlcycle.commands import _common
 
 OUTPUT_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
+@command
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mlcycle predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,25 +31,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--on-bad-rows", choices=("skip", "fail"), default="skip",
                         help="skip: score the other rows and report the bad ones (default); fail: stop")
     args = _common.parse(parser, argv)
-    return _common.run(lambda: _predict(args))
-
-
-def _predict(args) -> int:
-    from mlcycle import data, tracking
+    from mlcycle.config.load import compose
+    from mlcycle.core import data
     from mlcycle.errors import DataError
+    from mlcycle.tracking.model_io import MODEL_URI_TAG
+    from mlcycle.tracking.runs import KIND_PREDICT, prepare_experiment, root_run
 
-    cfg = _common.compose(args.overrides)
-    _common.connect(cfg)
-    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    cfg = compose(args.overrides)
+    _, uri = _common.connect(cfg)
     model_uri = args.model_uri or f"models:/{cfg.registry.model_name}@{cfg.registry.champion_alias}"
     source = data.resolve_path(args.input)
     output = data.resolve_path(args.output)
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise DataError(f"--output must end in .csv or .parquet, got {output}")
-    experiment_id = tracking.prepare_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location)
-    tags = {tracking.KIND_TAG: "predict", "mlcycle.model_uri": model_uri}
+    experiment_id = prepare_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location)
     started = time.perf_counter()
-    with tracking.root_run(experiment_id, f"predict-{source.stem}", tags) as run:
+    with root_run(experiment_id, f"predict-{source.stem}", {MODEL_URI_TAG: model_uri}, kind=KIND_PREDICT) as run:
         # "scoring." prefix: under `mlflow run` the entry point's own parameters (model_uri,
         # input, ...) are already logged on this run with their raw values
         run.log.log_params({"scoring.model_uri": model_uri, "scoring.input": str(source),
@@ -60,16 +59,15 @@ def _predict(args) -> int:
 
 def score_file(run, model_uri: str, source: Path, output: Path, on_bad_rows: str) -> str:
     """Read, check, score, write; log counts, dataset and rejected rows on ``run``."""
-    import mlflow
-
-    from mlcycle import data, registry
-    from mlcycle.config import Task
+    from mlcycle.config.schema import Task
+    from mlcycle.core import data
+    from mlcycle.core.scoring import InputColumn, check_input, describe_rejections, output_frame
     from mlcycle.errors import DataError
-    from mlcycle.scoring import InputColumn, check_input, describe_rejections, output_frame
-    from mlcycle.tracking import log_input_file
+    from mlcycle.tracking.artifacts import log_input_file, log_text
+    from mlcycle.tracking.model_io import load_model
 
     frame = data.read_table(source)
-    loaded = registry.load_model(model_uri)
+    loaded = load_model(model_uri)
     if loaded.name:
         run.log.set_tags({"mlcycle.model_name": loaded.name, "mlcycle.model_version": loaded.version})
     if not loaded.inputs:
@@ -80,7 +78,7 @@ def score_file(run, model_uri: str, source: Path, output: Path, on_bad_rows: str
     bad_rows = int((~checked.accepted).sum())
     run.log.log_metrics({"rows_in": len(frame), "rows_rejected": bad_rows, "rows_scored": int(checked.accepted.sum())})
     if bad_rows:
-        mlflow.log_text(checked.rejected.to_csv(index=False), "scoring/rejected_rows.csv")
+        log_text(checked.rejected.to_csv(index=False), "scoring/rejected_rows.csv")
         if on_bad_rows == "fail":
             raise DataError(f"{source}: {bad_rows} row(s) with bad values: {describe_rejections(checked.rejected)}")
     classifier = loaded.task is not Task.regression and hasattr(loaded.model, "predict_proba")

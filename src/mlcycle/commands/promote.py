@@ -10,39 +10,40 @@ from __future__ import annotations
 
 import argparse
 
+from mlcycle.cli import command
 from mlcycle.commands import _common
 
 GATE_FAILED = 3
 
 
+@command
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mlcycle promote", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--version", help="version number to promote")
-    which.add_argument("--alias", help="promote the version this alias points at (e.g. challenger)")
+    parser.add_argument("--version", help="version number to promote (wins over --alias)")
+    parser.add_argument("--alias", help="promote the version this alias points at (e.g. challenger)")
     parser.add_argument("--model", help="registered model name (default: registry.model_name)")
     parser.add_argument("--force", action="store_true", help="skip the gate (recorded in the audit trail)")
     parser.add_argument("--reason", help="why, for the audit trail")
     parser.add_argument("--data", help="labelled CSV/Parquet to compare on instead of the version's test split")
     args = _common.parse(parser, argv)
-    return _common.run(lambda: _promote(args))
+    if not (args.version or args.alias):
+        parser.error("one of the arguments --version --alias is required")
+    from mlcycle.config.load import compose
+    from mlcycle.tracking import model_io, registry
 
-
-def _promote(args) -> int:
-    from mlcycle import registry
-
-    cfg = _common.compose(args.overrides)
-    client = _common.connect(cfg)
+    cfg = compose(args.overrides)
+    client, _ = _common.connect(cfg)
     reg = cfg.registry
     name = args.model or reg.model_name
+    # an explicit version wins: an MLproject entry point always passes the default alias too
     version = registry.resolve_version(client, name, args.version or args.alias)
     if registry.alias_version(client, name, reg.champion_alias) == version:
         print(f"{name} version {version} is already {reg.champion_alias}; nothing to do")
         return 0
-    loaded = registry.load_model(f"models:/{name}/{version}")  # refuses unsafe models, even with --force
+    loaded = model_io.load_model(f"models:/{name}/{version}")  # refuses unsafe models, even with --force
     test = _evaluation_frame(client, name, version, loaded, args.data)
-    metrics = registry.score(loaded, test, loaded.target)
+    metrics = model_io.score(loaded, test, loaded.target)
     tags = client.get_model_version(name, version).tags
     candidate = registry.Candidate(
         version, loaded.task, metrics, test, loaded.target, tags.get(registry.TAG_PRIMARY_METRIC) or None,
@@ -62,12 +63,10 @@ def _promote(args) -> int:
 
 
 def _evaluation_frame(client, name, version, loaded, data_path):
-    import mlflow
-    import pandas as pd
-
-    from mlcycle import data
+    from mlcycle.core import data
     from mlcycle.errors import DataError
-    from mlcycle.registry import TAG_TEST_DATA, RegistryError
+    from mlcycle.tracking.artifacts import read_frame
+    from mlcycle.tracking.registry import TAG_TEST_DATA, RegistryError
 
     if data_path:
         frame, source = data.read_table(data.resolve_path(data_path)), data_path
@@ -76,7 +75,7 @@ def _evaluation_frame(client, name, version, loaded, data_path):
         if not uri:
             raise RegistryError(f"{name} version {version} has no {TAG_TEST_DATA} tag; pass --data FILE (labelled CSV/Parquet)")
         try:
-            frame, source = pd.read_parquet(mlflow.artifacts.download_artifacts(uri)), uri
+            frame, source = read_frame(uri), uri
         except Exception as exc:
             raise RegistryError(f"cannot read the test split {uri} of {name} version {version}: {exc}") from None
     needed = [c for c, _, required in loaded.inputs if required] + [loaded.target]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
+from mlcycle.cli import command
+from mlcycle.commands import _common
 
+
+@command
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="mlcycle report",
@@ -24,30 +26,21 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.no_log and args.out is None:
         parser.error("--no-log needs --out")
-
-    from mlcycle.config import project_root
+    from mlcycle.config.load import compose
     from mlcycle.errors import MlcycleError
+    from mlcycle.tracking.remote import resolve_tracking_uri
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+    cfg = compose()
+    uri = args.tracking_uri or resolve_tracking_uri(cfg.mlflow.tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        print(f"error: no tracking store at {uri.removeprefix('sqlite:///')}; set MLFLOW_TRACKING_URI or --tracking-uri",
-              file=sys.stderr)
-        return 2
-
-    import mlflow
-    from mlflow import MlflowClient
+        raise MlcycleError(f"no tracking store at {uri.removeprefix('sqlite:///')}; set MLFLOW_TRACKING_URI or --tracking-uri")
 
     from mlcycle.report import REPORT_ARTIFACT, publish
-    from mlcycle.report.collect import resolve_root
+    from mlcycle.report.tree import resolve_root
 
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    try:
-        root_id = resolve_root(client, args.run_id)
-        publish(client, root_id, out=args.out, log_to_run=not args.no_log)
-    except MlcycleError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    client, _ = _common.connect(cfg, uri)
+    root_id = resolve_root(client, args.run_id)
+    publish(client, root_id, out=args.out, log_to_run=not args.no_log)
     done = [] if args.no_log else [f"logged {REPORT_ARTIFACT} on run {root_id}"]
     done += [f"wrote {args.out}"] if args.out else []
     print("mlcycle report: " + "; ".join(done))

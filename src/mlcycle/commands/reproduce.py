@@ -12,11 +12,13 @@ import logging
 import os
 import sys
 
-from mlcycle.errors import MlcycleError
+from mlcycle.cli import command
+from mlcycle.commands import _common
 
 OUTCOME_TAG = "mlcycle.reproduction"  # on the new root run: match | differs
 
 
+@command
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="mlcycle reproduce",
@@ -35,26 +37,14 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    try:
-        return _reproduce(args)
-    except MlcycleError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except Exception as exc:
-        if os.environ.get("MLCYCLE_DEBUG"):
-            raise
-        print(f"error: {type(exc).__name__}: {exc} (MLCYCLE_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 1
+    from mlcycle import pipeline
+    from mlcycle.config.load import compose
+    from mlcycle.tracking import lineage
 
-
-def _reproduce(args: argparse.Namespace) -> int:
-    from mlcycle import lineage, pipeline, tracking
-
-    current = _default_config()
+    current = compose()  # today's store, paths and artifact location
     if args.tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri  # the pipeline reads it too
-    uri = tracking.resolve_tracking_uri(current.mlflow.tracking_uri)
-    client = lineage.set_tracking(uri)
+    client, _ = _common.connect(current)
     original = lineage.trace(client, args.target)
     print(f"{args.target} comes from:")
     print("\n".join(lineage.describe(original)))
@@ -96,14 +86,3 @@ def report(comparison, new_run_id: str) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else repr(value)
-
-
-def _default_config():
-    """The project's config as composed today: where the store, paths and artifacts are."""
-    from hydra import compose, initialize_config_dir
-
-    from mlcycle.config import config_dir, register_configs, to_typed
-
-    register_configs()
-    with initialize_config_dir(str(config_dir()), version_base="1.3", job_name="mlcycle"):
-        return to_typed(compose("config"))

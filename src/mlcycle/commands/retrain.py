@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from mlcycle.cli import expand_overrides
-from mlcycle.errors import MlcycleError
+from mlcycle.cli import command
 
 HELP = """usage: mlcycle retrain <monitoring-run-id> [key=value ...]
 
@@ -21,23 +20,15 @@ retrain that did not fail.
 """
 
 
+@command
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0].startswith("-") or "=" in argv[0]:
         print(HELP, file=sys.stderr if not argv or argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    run_id, args = argv[0], expand_overrides(argv[1:])
-    from mlcycle.commands.monitor import _unexpected, compose
+    from mlcycle.config.load import compose
+    from mlcycle.monitoring.retrain import retrain
 
-    try:
-        cfg = compose(args)
-        from mlcycle import monitoring
-
-        outcome = monitoring.retrain(cfg, run_id)
-    except MlcycleError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except Exception as exc:
-        return _unexpected(exc)
+    outcome = retrain(compose(argv[1:], config_name="monitor"), argv[0])
     moved = "promoted to champion" if outcome.promoted else f"champion stays v{outcome.champion_after}"
     print(f"mlcycle retrain: root run {outcome.run_id} on {outcome.data_rows} rows -> version {outcome.version}; {moved}")
     return 0

@@ -7,23 +7,22 @@ from __future__ import annotations
 
 import argparse
 
+from mlcycle.cli import command
 from mlcycle.commands import _common
 
 
+@command
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mlcycle rollback", description=__doc__)
     parser.add_argument("--model", help="registered model name (default: registry.model_name)")
     parser.add_argument("--to", dest="to_version", help="version to make champion (default: the previous champion)")
     parser.add_argument("--reason", help="why, for the audit trail")
     args = _common.parse(parser, argv)
-    return _common.run(lambda: _rollback(args))
+    from mlcycle.config.load import compose
+    from mlcycle.tracking import registry
 
-
-def _rollback(args) -> int:
-    from mlcycle import registry
-
-    cfg = _common.compose(args.overrides)
-    client = _common.connect(cfg)
+    cfg = compose(args.overrides)
+    client, _ = _common.connect(cfg)
     reg = cfg.registry
     name = args.model or reg.model_name
     entry = registry.rollback(client, name, reg.lock, champion_alias=reg.champion_alias,

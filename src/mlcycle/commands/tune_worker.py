@@ -11,16 +11,11 @@ tracking server.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import signal
-import sys
-import tempfile
 import time
-from dataclasses import replace
-from pathlib import Path
 
+from mlcycle.cli import command
 from mlcycle.errors import MlcycleError
 
 STORAGE_ENV = "MLCYCLE_TUNE_STORAGE"
@@ -30,6 +25,7 @@ class WorkerError(MlcycleError):
     """The worker cannot join: bad storage, unknown run, missing artifacts."""
 
 
+@command
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mlcycle tune-worker", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tune-run-id", required=True, help="the tune stage run whose study to join")
@@ -47,11 +43,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     # "" is what `mlflow run` passes for an empty parameter: fall back to the variable
     args.storage = args.storage or os.environ.get(STORAGE_ENV) or None
-    try:
-        return run(args)
-    except MlcycleError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run(args)
 
 
 def _worker_seed() -> int:
@@ -67,7 +59,7 @@ def _optional_int(text: str) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlcycle.masking import mask_uri
+    from mlcycle.core.masking import mask_uri
 
     storage = args.storage
     if not storage:
@@ -77,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
             f"{storage}: sqlite cannot be shared between processes; run the study on PostgreSQL "
             "(tune.storage=postgresql+psycopg2://...) or, on one machine, a journal file (journal:///path)"
         )
-    from mlcycle.tuning import is_shared
+    from mlcycle.core import tuning
 
-    if not is_shared(storage):
+    if not tuning.is_shared(storage):
         raise WorkerError(f"{mask_uri(storage)}: not a storage workers can share (PostgreSQL, MySQL or journal:///path)")
     for name, value in (("--n-trials", args.n_trials), ("--max-trials", args.max_trials), ("--n-jobs", args.n_jobs)):
         if value is not None and value < 1:
@@ -89,78 +81,43 @@ def run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt(f"signal {signum}")  # the running trial ends FAIL, runs get written
 
     signal.signal(signal.SIGTERM, terminate)
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlcycle.commands import _common
+    from mlcycle.config.load import compose
+    from mlcycle.tracking.runs import KIND_TAG, KIND_TUNE_WORKER, STAGE_TAG
+    from mlcycle.tracking.study import fetch_objective, run_study
 
-    import mlflow
-    from mlflow import MlflowClient
-
-    from mlcycle import tracking, tuning
-    from mlcycle.config import project_root
-    from mlcycle.evaluation import greater_is_better
-    from mlcycle.progress import TrialProgress
-    from mlcycle.stages.tune import ARTIFACT_DIR, OBJECTIVE_FILE, TRAIN_FILE, trial_record
-    from mlcycle.trial_runs import open_writer
-
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
+    client, uri = _common.connect(compose(), args.tracking_uri)
     try:
         tune_run = client.get_run(args.tune_run_id)
-    except mlflow.exceptions.MlflowException:
+    except Exception:
         raise WorkerError(f"tune run {args.tune_run_id!r} not found in {mask_uri(uri)}") from None
-    if tune_run.data.tags.get(tracking.STAGE_TAG) != "tune":
+    if tune_run.data.tags.get(STAGE_TAG) != "tune":
         raise WorkerError(f"run {args.tune_run_id} is not a tune stage run")
     if tune_run.data.params.get("storage", "memory") == "memory":
         raise WorkerError(f"tune run {args.tune_run_id} kept its study in memory; nothing to join")
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="mlcycle-worker-") as tmp:
-        try:
-            objective_path = tracking.download_artifact(args.tune_run_id, f"{ARTIFACT_DIR}/{OBJECTIVE_FILE}", Path(tmp))
-            train_path = tracking.download_artifact(args.tune_run_id, f"{ARTIFACT_DIR}/{TRAIN_FILE}", Path(tmp))
-        except (OSError, mlflow.exceptions.MlflowException) as exc:
-            raise WorkerError(f"tune run {args.tune_run_id} has no objective to share ({exc})") from None
-        description = json.loads(objective_path.read_text())
-        if hashlib.sha256(train_path.read_bytes()).hexdigest() != description["train_sha256"]:
-            raise WorkerError(f"{TRAIN_FILE} of tune run {args.tune_run_id} does not match its recorded hash")
-        import pandas as pd
-
-        objective = tuning.objective_from_description(description, pd.read_parquet(train_path))
+    objective, search = fetch_objective(args.tune_run_id, storage)
     prepared = time.perf_counter() - started
-
-    search = replace(tuning.Search(**description["search"]), storage=storage, timeout=args.timeout)
-    if args.n_trials is not None:
-        search = replace(search, n_trials=args.n_trials)
+    search = search.using(timeout=args.timeout, **({"n_trials": args.n_trials} if args.n_trials is not None else {}))
     try:
         tuning.load_study(search, objective)  # must exist: never start a new study by accident
     except ValueError as exc:
         raise WorkerError(f"{exc} ({mask_uri(storage)})") from None
 
-    writer = open_writer(client, tune_run.info.experiment_id, args.tune_run_id)
-    progress = TrialProgress(greater_is_better(objective.metric), enabled=not args.quiet)
-
-    def on_trial(result) -> None:
-        writer.submit(trial_record(result, objective.metric))
-        progress.update(result.state, result.value)
-
-    try:
-        result = tuning.optimize(
-            objective, search, n_jobs=args.n_jobs, parallel=args.parallel, on_trial=on_trial,
-            on_start=lambda before, slots: progress.start(slots, before.done), max_trials=args.max_trials,
-            worker_seed=_worker_seed(),
-        )
-    finally:
-        progress.close()
-        writer.close()
+    done = run_study(
+        client, tune_run.info.experiment_id, args.tune_run_id, objective, search, progress=not args.quiet,
+        n_jobs=args.n_jobs, parallel=args.parallel, max_trials=args.max_trials, worker_seed=_worker_seed(),
+    )
+    result = done.result
     if run_id := os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run -e tune_worker`
-        client.set_tag(run_id, tracking.KIND_TAG, "tune_worker")
+        client.set_tag(run_id, KIND_TAG, KIND_TUNE_WORKER)
         client.set_tag(run_id, "mlcycle.tune_run_id", args.tune_run_id)
         client.log_metric(run_id, "trials_run", result.n_run)
     print(
         f"mlcycle tune-worker: ran {result.n_run} trial(s) of study {search.study_name} "
         f"under tune run {args.tune_run_id} (folds prepared in {prepared:.1f} s); the study has "
-        f"{result.counts.done}/{search.n_trials} finished, best {objective.metric} "
+        f"{result.counts.done}/{search.tune.n_trials} finished, best {objective.metric} "
         f"{result.best_value:.4f} (trial {result.best_number})"
     )
     return 0

@@ -1,19 +1,16 @@
-"""One thin adapter per stage: read the State, call pure code, log, return a new State.
+"""The pipeline's stages: one module each, defining ``STAGE`` (see ``base.Stage``).
 
-A stage is ``run(state, cfg, run) -> State``. The orchestrator (pipeline.py), not the stage,
-opens and closes the stage's MLflow run, so no stage can forget to nest or to end it.
+Their order is ``config.schema.STAGES``; adding a stage is a module here and its name in
+that list (docs/architecture.md walks through it).
 """
 
-from collections.abc import Callable
+from __future__ import annotations
 
-from mlcycle.stages import evaluate, features, ingest, preprocess, register, train, tune
+import importlib
 
-STAGE_FUNCTIONS: dict[str, Callable] = {
-    "ingest": ingest.run,
-    "preprocess": preprocess.run,
-    "features": features.run,
-    "tune": tune.run,
-    "train": train.run,
-    "evaluate": evaluate.run,
-    "register": register.run,
-}
+from mlcycle.stages.base import Stage
+
+
+def get(name: str) -> Stage:
+    """The stage called ``name`` (``mlcycle.stages.<name>.STAGE``)."""
+    return importlib.import_module(f"{__name__}.{name}").STAGE

@@ -1,13 +1,18 @@
-"""evaluate: score the trained Pipeline on the held-out test split; metrics and plots."""
+"""evaluate: score the trained Pipeline on the held-out test split; metrics and plots.
+
+Caches the test metrics (the plots stay on the run that drew them).
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
-from mlcycle.config import Config
-from mlcycle.evaluation import compute_metrics, plots, predict_all
-from mlcycle.state import State
-from mlcycle.tracking import ActiveRun, log_figures
+from mlcycle.config.schema import Config
+from mlcycle.core.evaluation import compute_metrics, plots, predict_all
+from mlcycle.stages.base import Stage, State, read_json, write_json
+from mlcycle.tracking.artifacts import log_figures
+from mlcycle.tracking.runs import ActiveRun
 
 
 def run(state: State, cfg: Config, run: ActiveRun) -> State:
@@ -20,3 +25,14 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     if cfg.evaluate.plots:
         log_figures(plots(schema.task, y, y_pred, proba, schema.classes), "plots")
     return replace(state, test_metrics=metrics)
+
+
+def save(state: State, out: Path) -> None:
+    write_json(out / "evaluation.json", {"test_metrics": state.test_metrics})
+
+
+def load(state: State, cfg: Config, files: Path) -> State:
+    return replace(state, test_metrics=read_json(files, "evaluation.json")["test_metrics"])
+
+
+STAGE = Stage("evaluate", ("evaluate",), run, save, load)

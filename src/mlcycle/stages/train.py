@@ -1,16 +1,22 @@
-"""train: refit the best configuration on train + validation as ONE sklearn Pipeline."""
+"""train: refit the best configuration on train + validation as ONE sklearn Pipeline.
+
+Caches the fitted Pipeline (skops; restored through the one safe loader).
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
+import skops.io
 
-from mlcycle.config import Config
-from mlcycle.modeling import build_estimator, estimator_spec, full_pipeline
-from mlcycle.state import State
-from mlcycle.tracking import ActiveRun
+from mlcycle.config.schema import Config
+from mlcycle.core.modeling import build_estimator, estimator_spec, full_pipeline
+from mlcycle.stages.base import CACHE_DIR, Stage, State
+from mlcycle.tracking.model_io import load_skops
+from mlcycle.tracking.runs import ActiveRun
 
 
 def run(state: State, cfg: Config, run: ActiveRun) -> State:
@@ -26,3 +32,14 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     run.log.log_params({"estimator": spec.estimator, "pipeline_steps": [name for name, _ in model.steps], **state.best_params})
     run.log.log_metrics({"rows_fit": len(fit_rows), "fit_seconds": fit_seconds})
     return replace(state, model=model)
+
+
+def save(state: State, out: Path) -> None:
+    (out / "model.skops").write_bytes(skops.io.dumps(state.model))
+
+
+def load(state: State, cfg: Config, files: Path) -> State:
+    return replace(state, model=load_skops((files / CACHE_DIR / "model.skops").read_bytes()))
+
+
+STAGE = Stage("train", ("model", "seed"), run, save, load)

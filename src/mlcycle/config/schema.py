@@ -1,0 +1,366 @@
+"""The configuration's vocabulary: one dataclass per config group and its Enums.
+
+The YAML files under ``conf/`` fill these schemas (``load.py`` composes them with Hydra).
+Types reject an unknown key or a wrong type (``tune.n_trials=abc``) while composing; the
+rest is declared next to the fields (``rules.py``): ``RULES`` maps a field to a rule, like
+scikit-learn's ``_parameter_constraints``, and ``check`` holds the few rules that involve
+several fields. Both run in ``__post_init__``, which OmegaConf calls when it builds the
+typed objects, so a bad value fails before any MLflow run exists.
+
+Pure: no hydra, no omegaconf, no mlflow. Every other layer may import this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from mlcycle.config.rules import (
+    Checked,
+    among,
+    at_least,
+    or_null,
+    placeholder,
+    positive,
+)
+from mlcycle.core.masking import mask_uri
+
+# The pipeline's stages, in order: the names `stages` and `cache.force` accept. Each is a
+# module under mlcycle/stages/ (adding a stage: that module and one name here).
+STAGES = ("ingest", "preprocess", "features", "tune", "train", "evaluate", "register")
+
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+
+# Optuna storages mlcycle accepts (core.tuning.open_storage opens them).
+STORAGE_SCHEMES = ("sqlite:///", "journal:///", "postgresql", "mysql")
+
+
+# --------------------------------------------------------------------------- enums
+class Task(StrEnum):
+    binary = "binary"
+    multiclass = "multiclass"
+    regression = "regression"
+
+
+class Source(StrEnum):
+    generator = "generator"  # mlcycle.core.datasets.ecommerce
+    file = "file"  # CSV or Parquet at data.path
+    sklearn = "sklearn"  # a dataset bundled with scikit-learn
+
+
+class Clip(StrEnum):
+    iqr = "iqr"
+    quantile = "quantile"
+    none = "none"
+
+
+class Impute(StrEnum):
+    median = "median"
+    mean = "mean"
+
+
+class Encoder(StrEnum):
+    target = "target"
+    ordinal = "ordinal"
+
+
+class Sampler(StrEnum):
+    tpe = "tpe"
+    random = "random"
+    cmaes = "cmaes"
+    qmc = "qmc"
+
+
+class Pruner(StrEnum):
+    none = "none"
+    median = "median"
+    successive_halving = "successive_halving"
+    hyperband = "hyperband"
+
+
+class Parallel(StrEnum):
+    thread = "thread"  # n_jobs threads in this process
+    process = "process"  # n_jobs processes (this one + n_jobs - 1 spawned workers)
+
+
+class TrialWriterKind(StrEnum):
+    auto = "auto"  # process for a tracking server (on Linux), thread for a local store
+    thread = "thread"  # a background thread in the tuning process
+    process = "process"  # a forked process: its HTTP work never holds the trials' GIL
+
+
+class ChampionError(StrEnum):
+    fail = "fail"  # the gate fails with the reason; the champion stays
+    promote = "promote"  # treat it as if there were no champion (thresholds still apply)
+
+
+class LockBackend(StrEnum):
+    auto = "auto"  # sqlite -> file lock beside the store; postgresql -> advisory lock; else file
+    file = "file"
+    postgres = "postgres"
+    none = "none"  # no serialization: only for a single writer
+
+
+# --------------------------------------------------------------------------- pipeline groups
+@dataclass
+class PathsConfig:
+    root: str = "${mlcycle_root:}"  # project root, absolute (see load.project_root())
+    data_dir: str = "${paths.root}/data"
+
+
+@dataclass
+class SplitConfig(Checked):
+    KEY = "data.split"
+
+    train: float = 0.6
+    validation: float = 0.2
+    test: float = 0.2
+
+    def check(self) -> None:
+        parts = (self.train, self.validation, self.test)
+        self.require(
+            all(p > 0 for p in parts) and abs(sum(parts) - 1.0) <= 1e-6,
+            f"data.split fractions must be positive and sum to 1, got "
+            f"train={self.train} validation={self.validation} test={self.test}",
+        )
+
+
+@dataclass
+class DataConfig(Checked):
+    KEY = "data"
+
+    name: str = "???"
+    source: Source = Source.generator
+    path: str | None = None  # file source: CSV or Parquet
+    target: str = "???"
+    task: Task | None = None  # inferred from the target when null
+    time_column: str | None = None  # time-ordered split when set
+    drop_columns: list[str] = field(default_factory=list)
+    column_types: dict[str, str] = field(default_factory=dict)  # numeric|categorical|datetime
+    n_rows: int = 20_000  # generator only
+    seed: int = "${seed}"  # type: ignore[assignment]
+    drift: float = 0.0  # generator only: 0 = reference distribution
+    min_rows: int = 50
+    numeric_garbage_tolerance: float = 0.01  # share of non-numeric cells a numeric column may hold
+    split: SplitConfig = field(default_factory=SplitConfig)
+    # Domain features: new column name -> pandas expression over raw columns.
+    derived_features: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        self.require(
+            self.source is not Source.file or bool(self.path),
+            "data.path is required for a file data source (data=csv data.path=...)",
+        )
+
+
+@dataclass
+class PreprocessConfig:
+
+    drop_duplicates: bool = True
+    impute_numeric: Impute = Impute.median
+    clip: Clip = Clip.iqr
+    iqr_factor: float = 3.0
+    quantile_low: float = 0.005
+    quantile_high: float = 0.995
+    drop_anomalies: bool = True
+    anomaly_contamination: float = 0.005
+
+
+@dataclass
+class FeaturesConfig:
+
+    scale_numeric: bool = True
+    max_onehot_cardinality: int = 12  # above this, categoricals get the high-cardinality encoder
+    high_cardinality_encoder: Encoder = Encoder.target
+    date_parts: list[str] = field(default_factory=lambda: ["month", "dayofweek", "hour"])
+
+
+SPACE_TYPES = ("float", "int", "categorical")
+
+
+@dataclass
+class EstimatorSpec:
+    estimator: str = "???"  # import path of a scikit-learn estimator class
+    params: dict[str, Any] = field(default_factory=dict)
+    # name -> {type: float|int|categorical, low, high, log, choices}
+    search_space: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig(Checked):
+    KEY = "model"
+
+    name: str = "???"
+    classifier: EstimatorSpec = field(default_factory=EstimatorSpec)
+    regressor: EstimatorSpec = field(default_factory=EstimatorSpec)
+
+    def check(self) -> None:
+        for role in ("classifier", "regressor"):
+            for pname, space in getattr(self, role).search_space.items():
+                kind = space.get("type") if isinstance(space, dict) else None
+                self.require(
+                    kind in SPACE_TYPES,
+                    f"model.{role}.search_space.{pname}: type must be float, int or categorical, got {kind!r}",
+                )
+
+
+@dataclass
+class TuneConfig(Checked):
+    KEY = "tune"
+    RULES = {
+        "n_trials": at_least(1), "timeout": or_null(positive()), "cv_folds": at_least(2),
+        "n_jobs": at_least(1), "blas_threads": or_null(at_least(1)),
+        "heartbeat_interval": at_least(1), "max_retry": at_least(0),
+    }
+
+    n_trials: int = 20  # target for the whole study: finished trials of earlier attempts count
+    timeout: float | None = None  # seconds; stops starting new trials after it
+    cv_folds: int = 3
+    sampler: Sampler = Sampler.tpe
+    seed: int = "${seed}"  # type: ignore[assignment]
+    pruner: Pruner = Pruner.none  # fed by the mean score over the folds so far
+    pruner_startup_trials: int = 5  # trials that finish before any is pruned
+    n_jobs: int = 1  # trials in parallel in this invocation
+    parallel: Parallel = Parallel.process
+    blas_threads: int | None = 1  # BLAS threads per trial; null: the library default
+    trial_writer: TrialWriterKind = TrialWriterKind.auto  # who writes the trial runs
+    # Optuna storage: null = in memory; sqlite:///file.db (one process, resumable);
+    # journal:///file.log (processes on one machine); postgresql+psycopg2://... (many machines)
+    storage: str | None = None
+    study_name: str | None = None  # null: <experiment>-<model>-<hash of the search definition>
+    heartbeat_interval: int = 10  # seconds, RDB storages: a trial silent for grace_period is FAIL
+    grace_period: int = 30
+    max_retry: int = 2  # times a trial whose worker died is run again
+    progress_bar: bool = True  # drawn only when stderr is a terminal
+    plots: bool = True  # optimization history and parameter importances on the tune run
+
+    def check(self) -> None:
+        self.require(
+            self.grace_period > self.heartbeat_interval,
+            "tune.heartbeat_interval must be >= 1 and tune.grace_period larger than it, got "
+            f"{self.heartbeat_interval} and {self.grace_period}",
+        )
+        storage = self.storage or ""
+        if placeholder(storage):
+            return
+        self.require(
+            not storage or storage.startswith(STORAGE_SCHEMES),
+            f"tune.storage {mask_uri(storage)!r}: use sqlite:///file.db, journal:///file.log or a "
+            "PostgreSQL/MySQL URL (postgresql+psycopg2://user@host/db)",
+        )
+        self.require(
+            not (storage.startswith("sqlite:") and self.n_jobs > 1 and self.parallel is Parallel.process),
+            f"tune.storage {storage!r} is sqlite, which several processes must not share "
+            f"(tune.n_jobs={self.n_jobs} with tune.parallel=process); use tune.parallel=thread, "
+            "a journal file (tune.storage=journal:///path/study.log) or PostgreSQL",
+        )
+
+
+@dataclass
+class EvaluateConfig:
+
+    # Metric optimised by tune and compared by the registry. "auto": roc_auc for
+    # classification, rmse for regression.
+    primary_metric: str = "auto"
+    plots: bool = True
+
+
+_METRICS = (*CLASSIFICATION_METRICS, *REGRESSION_METRICS)
+
+
+@dataclass
+class GateConfig(Checked):
+    KEY = "registry.gate"
+    RULES = {
+        "primary_metric": among(("auto", *_METRICS), "metric"),
+        "thresholds": among(_METRICS, "metric"),
+        "guard_metrics": among(_METRICS, "metric"),
+        "min_absolute_change": at_least(0),
+        "min_relative_change": at_least(0),
+    }
+
+    enabled: bool = True  # false: every new version becomes champion (still audited)
+    primary_metric: str = "${evaluate.primary_metric}"  # auto: roc_auc / rmse
+    min_absolute_change: float = 0.0
+    min_relative_change: float = 0.0
+    # metric -> bound / tolerance; null switches an entry off (Hydra merges dicts, so
+    # `registry.gate.guard_metrics.log_loss=null` is how to drop a default guard)
+    thresholds: dict[str, float | None] = field(default_factory=dict)
+    guard_metrics: dict[str, float | None] = field(default_factory=dict)
+    on_champion_error: ChampionError = ChampionError.fail
+
+    def check(self) -> None:
+        negative = {m: t for m, t in self.guard_metrics.items() if t is not None and t < 0}
+        self.require(not negative, f"registry.gate.guard_metrics: tolerances must be >= 0, got {negative}")
+
+
+@dataclass
+class LockConfig:
+
+    backend: LockBackend = LockBackend.auto
+    path: str | None = None  # file lock path; null: beside a sqlite store, else under paths.root
+    postgres_uri: str | None = None  # advisory-lock database when the store is an HTTP server
+    timeout: float = 600.0  # seconds to wait for the lock
+
+
+@dataclass
+class RegistryConfig:
+    enabled: bool = True
+    model_name: str = "mlcycle-${data.name}"
+    challenger_alias: str = "challenger"
+    champion_alias: str = "champion"
+    gate: GateConfig = field(default_factory=GateConfig)
+    lock: LockConfig = field(default_factory=LockConfig)
+
+
+@dataclass
+class ReportConfig:
+    enabled: bool = True  # report.html on the root run at the end of every pipeline run
+
+
+@dataclass
+class MlflowConfig:
+
+    # MLFLOW_TRACKING_URI, when set, wins over this value (see tracking.remote.resolve_tracking_uri).
+    tracking_uri: str = "sqlite:///${paths.root}/mlflow.db"
+    artifact_location: str = "${paths.root}/mlartifacts"
+    experiment_name: str = "mlcycle"
+    run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    # Seconds the start-up check waits for a remote tracking server or database (no retries),
+    # so an unreachable store fails the run at once instead of after MLflow's minutes of retries.
+    connect_timeout: float = 5.0
+
+
+@dataclass
+class CacheConfig(Checked):
+    """Step caching (tracking/cache.py): reuse a stage's outputs from an earlier run with the
+    same fingerprint. ``mlcycle train cache=false`` is shorthand for ``cache.enabled=false``."""
+
+    KEY = "cache"
+    RULES = {"force": among(STAGES, "stage")}
+
+    enabled: bool = True  # false: run every stage (outputs and fingerprints are still recorded)
+    force: list[str] = field(default_factory=list)  # rerun these stages and everything after them
+    allow_dirty: bool = False  # cache even when the git tree is dirty or the commit is unknown
+
+
+@dataclass
+class Config(Checked):
+    RULES = {"stages": among(STAGES, "stage")}
+
+    seed: int = 42
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)

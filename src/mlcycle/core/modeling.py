@@ -1,0 +1,119 @@
+"""Estimators, the model Pipeline and cross-validation. Pure: no mlflow, no hydra."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, clone
+from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit
+from sklearn.pipeline import Pipeline
+
+from mlcycle.config.schema import EstimatorSpec, ModelConfig, PreprocessConfig, Task
+from mlcycle.core.cleaning import TabularCleaner
+from mlcycle.core.data import Schema
+from mlcycle.core.evaluation import score
+from mlcycle.core.features import DerivedFeatures, FeaturePlan, build_encoder
+
+
+def estimator_spec(model: ModelConfig, task: Task) -> EstimatorSpec:
+    return model.regressor if task is Task.regression else model.classifier
+
+
+def build_estimator(spec: EstimatorSpec, params: dict[str, Any] | None, seed: int) -> BaseEstimator:
+    """Instantiate ``spec.estimator`` with its defaults, then ``params``, seeded when it can be."""
+    module_name, _, class_name = spec.estimator.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError):
+        raise ValueError(f"cannot import estimator class {spec.estimator!r}") from None
+    estimator = cls(**{**dict(spec.params), **dict(params or {})})
+    if "random_state" in estimator.get_params():
+        estimator.set_params(random_state=seed)
+    return estimator
+
+
+def cleaner_for(schema: Schema, preprocess: PreprocessConfig) -> TabularCleaner:
+    """The cell-level cleaner the preprocess settings describe (plain values: it is saved with skops)."""
+    return TabularCleaner(
+        numeric=tuple(schema.numeric),
+        categorical=tuple(schema.categorical),
+        datetime=tuple(schema.datetime),
+        impute_numeric=preprocess.impute_numeric.value,
+        clip=preprocess.clip.value,
+        iqr_factor=preprocess.iqr_factor,
+        quantile_low=preprocess.quantile_low,
+        quantile_high=preprocess.quantile_high,
+    )
+
+
+def build_preprocessor(
+    schema: Schema, preprocess: PreprocessConfig, plan: FeaturePlan, derived: dict[str, str], seed: int
+) -> Pipeline:
+    """Cleaning + features: every step of the model Pipeline except the estimator."""
+    steps = [("clean", cleaner_for(schema, preprocess))]
+    if derived:
+        steps.append(("derive", DerivedFeatures(expressions=dict(derived))))
+    steps.append(("encode", build_encoder(plan, seed, stratified=schema.task is not Task.regression)))
+    return Pipeline(steps)
+
+
+def full_pipeline(preprocessor: Pipeline, estimator: BaseEstimator) -> Pipeline:
+    """ONE Pipeline: cleaning + features + estimator; what gets registered and served."""
+    return Pipeline([*clone(preprocessor).steps, ("model", estimator)])
+
+
+def holdout_score(preprocessor: Pipeline, spec: EstimatorSpec, params: dict[str, Any], seed: int,
+                  train: pd.DataFrame, holdout: pd.DataFrame, schema: Schema, metric: str) -> float:
+    """A configuration fitted on ``train`` and scored on ``holdout`` (a sanity check of a tuned
+    configuration against rows its search never saw)."""
+    model = full_pipeline(preprocessor, build_estimator(spec, params, seed))
+    model.fit(train[list(schema.features)], train[schema.target])
+    return score(metric, model, holdout[list(schema.features)], holdout[schema.target], schema.task, schema.classes)
+
+
+def cv_splitter(task: Task, n_splits: int, seed: int, time_ordered: bool):
+    if time_ordered:
+        return TimeSeriesSplit(n_splits=n_splits)
+    if task is Task.regression:
+        return KFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One cross-validation fold, already cleaned and encoded (fitted on its train part)."""
+
+    X_train: pd.DataFrame
+    y_train: np.ndarray
+    X_valid: pd.DataFrame
+    y_valid: np.ndarray
+
+
+def prepare_folds(preprocessor: Pipeline, X: pd.DataFrame, y: pd.Series, splitter) -> list[Fold]:
+    """Fit the preprocessor once per fold, so trials only fit estimators.
+
+    Valid because no tuned hyperparameter touches preprocessing, and leak-free because each
+    fold's preprocessor sees only that fold's training rows.
+    """
+    folds = []
+    y_arr = np.asarray(y)
+    for train_idx, valid_idx in splitter.split(X, y_arr):
+        pre = clone(preprocessor)
+        X_tr = pre.fit_transform(X.iloc[train_idx], y_arr[train_idx])
+        X_va = pre.transform(X.iloc[valid_idx])
+        folds.append(Fold(X_tr, y_arr[train_idx], X_va, y_arr[valid_idx]))
+    return folds
+
+
+def iter_fold_scores(
+    estimator: BaseEstimator, folds: list[Fold], metric: str, task: Task, classes: tuple
+) -> Iterator[float]:
+    """Fit a fresh clone on each fold and yield its validation score (for pruning)."""
+    for fold in folds:
+        model = clone(estimator).fit(fold.X_train, fold.y_train)
+        yield score(metric, model, fold.X_valid, fold.y_valid, task, classes)

@@ -1,0 +1,66 @@
+"""What a trial scores, and how another machine rebuilds it exactly. Pure: no mlflow.
+
+An ``Objective`` is an estimator spec on CV folds whose preprocessing is already fitted
+(``core.modeling.prepare_folds``). A ``mlcycle tune-worker`` elsewhere gets the training
+rows and ``describe``'s dict (the tune stage logs both) and rebuilds the same folds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from mlcycle.config.load import as_dict, from_plain
+from mlcycle.config.schema import EstimatorSpec, PreprocessConfig, Task
+from mlcycle.core.data import Schema
+from mlcycle.core.evaluation import greater_is_better
+from mlcycle.core.features import FeaturePlan
+from mlcycle.core.modeling import Fold, build_preprocessor, cv_splitter, prepare_folds
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a trial scores: an estimator spec on prepared CV folds. Picklable."""
+
+    spec: EstimatorSpec
+    folds: tuple[Fold, ...]
+    metric: str
+    task: Task
+    classes: tuple
+    seed: int
+
+    @property
+    def direction(self) -> str:
+        return "maximize" if greater_is_better(self.metric) else "minimize"
+
+
+def describe_objective(schema: Schema, plan: FeaturePlan, preprocess: PreprocessConfig, derived: dict,
+                       spec: EstimatorSpec, metric: str, cv_folds: int, seed: int, time_ordered: bool) -> dict[str, Any]:
+    """Everything but the rows that another machine needs to rebuild the objective exactly:
+    JSON-ready (the tune stage logs it next to the training rows)."""
+    return {
+        "schema": schema.to_dict(),
+        "plan": asdict(plan),
+        "preprocess": as_dict(preprocess),
+        "derived": dict(derived),
+        "spec": as_dict(spec),
+        "metric": metric,
+        "cv_folds": cv_folds,
+        "seed": seed,
+        "time_ordered": time_ordered,
+    }
+
+
+def objective_from_description(description: dict[str, Any], train) -> Objective:
+    """Rebuild the Objective from ``describe_objective``'s dict and the training rows:
+    same preprocessor, same folds, same scores as the stage that described it."""
+    schema = Schema.from_dict(description["schema"])
+    plan = FeaturePlan.from_dict(description["plan"])
+    seed = int(description["seed"])
+    preprocessor = build_preprocessor(
+        schema, from_plain(PreprocessConfig, description["preprocess"]), plan, dict(description["derived"]), seed
+    )
+    splitter = cv_splitter(schema.task, int(description["cv_folds"]), seed, time_ordered=bool(description["time_ordered"]))
+    folds = prepare_folds(preprocessor, train[list(schema.features)], train[schema.target], splitter)
+    spec = from_plain(EstimatorSpec, description["spec"])
+    return Objective(spec, tuple(folds), description["metric"], schema.task, schema.classes, seed)

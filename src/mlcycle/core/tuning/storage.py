@@ -1,0 +1,93 @@
+"""Where a study lives and how it draws trials: Optuna storages, samplers and pruners."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from mlcycle.config.schema import Pruner, Sampler
+
+if TYPE_CHECKING:
+    from mlcycle.core.tuning.study import Search
+
+
+def is_shared(storage: str | None) -> bool:
+    """Storages that workers in other processes or on other machines may join."""
+    return bool(storage) and storage.startswith(("postgresql", "mysql", "journal:///"))
+
+
+def open_storage(search: Search) -> optuna.storages.BaseStorage | None:
+    """The Optuna storage for ``search.tune.storage``; None means in memory.
+
+    RDB storages (sqlite, PostgreSQL, MySQL) get heartbeats: a trial whose worker stops
+    beating for ``grace_period`` seconds becomes FAIL and is retried up to ``max_retry``
+    times. A journal file has no heartbeats; its dead workers are found by pid instead.
+    """
+    url = search.tune.storage
+    if not url:
+        return None
+    if url.startswith("journal:///"):
+        path = Path(url.removeprefix("journal://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(str(path)))
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 60}}  # threads wait for the write lock
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            _with_driver(url),
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=search.tune.heartbeat_interval,
+            grace_period=search.tune.grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=search.tune.max_retry),
+        )
+
+
+def _with_driver(url: str) -> str:
+    """SQLAlchemy 2.1 reads plain ``postgresql://`` as psycopg 3; mlcycle ships psycopg2."""
+    if url.startswith("postgresql://"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """Seeded samplers. CMA-ES and QMC cannot sample categorical parameters; they hand
+    those to a seeded TPE (CMA-ES) or random (QMC) sampler, without a warning per trial."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "cmaes":
+            return optuna.samplers.CmaEsSampler(
+                seed=seed, independent_sampler=optuna.samplers.TPESampler(seed=seed), warn_independent_sampling=False
+            )
+        if name == "qmc":
+            return optuna.samplers.QMCSampler(
+                seed=seed, scramble=True, warn_independent_sampling=False, warn_asynchronous_seeding=False
+            )
+    raise ValueError(f"unknown sampler {name!r}; known: {[s.value for s in Sampler]}")
+
+
+def make_pruner(name: str, n_folds: int, startup_trials: int) -> optuna.pruners.BasePruner:
+    """Pruners see one step per CV fold: the mean score of the folds so far."""
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=n_folds, reduction_factor=3)
+    raise ValueError(f"unknown pruner {name!r}; known: {[p.value for p in Pruner]}")

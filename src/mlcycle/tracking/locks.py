@@ -1,0 +1,132 @@
+"""The registry lock: serializes read-compare-set of a registered model's aliases.
+
+MLflow's alias update is a blind overwrite, so two pipelines finishing together could each
+read the old champion, each pass the gate against it, and the slower writer would crown its
+model even if it is the worse one. Every alias move in mlcycle happens inside this lock.
+
+* sqlite store: a file lock (``filelock``) beside the database file, one per registered model;
+* PostgreSQL store (``postgresql://`` or ``postgresql+driver://``): a session-level advisory
+  lock (``pg_try_advisory_lock``) in that database, keyed by the registered model's name;
+* HTTP tracking server: the REST API has no lock, so mlcycle takes a PostgreSQL advisory lock
+  in ``registry.lock.postgres_uri`` when given (the server's backend database), else a file
+  lock under the project root, which serializes only the mlcycle processes that share that
+  file (one machine, or a shared filesystem with working locks). Writers that bypass the lock
+  are still caught afterwards: the alias is re-read after every move.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from mlcycle.config.schema import LockBackend, LockConfig
+from mlcycle.errors import MlcycleError
+
+
+class RegistryLockTimeout(MlcycleError):
+    """The registry lock could not be taken in time."""
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def resolve(tracking_uri: str, cfg: LockConfig, model_name: str) -> tuple[LockBackend, str]:
+    """Which lock, and where: (backend, file path or database URI)."""
+    backend = cfg.backend
+    is_pg = tracking_uri.startswith(("postgresql://", "postgresql+", "postgres://"))
+    if backend is LockBackend.auto:
+        if is_pg or (tracking_uri.startswith(("http://", "https://")) and cfg.postgres_uri):
+            backend = LockBackend.postgres
+        else:
+            backend = LockBackend.file
+    if backend is LockBackend.postgres:
+        uri = cfg.postgres_uri or (tracking_uri if is_pg else None)
+        if not uri:
+            raise MlcycleError(
+                f"registry.lock.backend=postgres needs a PostgreSQL store or registry.lock.postgres_uri "
+                f"(tracking store is {tracking_uri})"
+            )
+        return backend, uri
+    if backend is LockBackend.file:
+        return backend, str(cfg.path or default_lock_path(tracking_uri, model_name))
+    return backend, ""
+
+
+def default_lock_path(tracking_uri: str, model_name: str) -> Path:
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        return db.with_name(f"{db.name}.registry-{_safe(model_name)}.lock")
+    from mlcycle.config.load import project_root
+
+    return project_root() / ".mlcycle" / f"registry-{_safe(model_name)}.lock"
+
+
+@contextlib.contextmanager
+def registry_lock(tracking_uri: str, cfg: LockConfig, model_name: str) -> Iterator[str]:
+    """Hold the lock for ``model_name``; yields a description of the lock held."""
+    backend, where = resolve(tracking_uri, cfg, model_name)
+    if backend is LockBackend.none:
+        yield "no lock"
+    elif backend is LockBackend.file:
+        with _file_lock(Path(where), cfg.timeout):
+            yield f"file lock {where}"
+    else:
+        with _advisory_lock(where, model_name, cfg.timeout):
+            yield f"PostgreSQL advisory lock {advisory_key(model_name)}"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, timeout: float) -> Iterator[None]:
+    import filelock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(path), timeout=timeout)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise RegistryLockTimeout(f"timed out after {timeout:g} s waiting for the registry lock {path}") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def advisory_key(model_name: str) -> int:
+    """A stable signed 64-bit key for ``pg_advisory_lock``."""
+    digest = hashlib.sha256(f"mlcycle.registry:{model_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def _advisory_lock(uri: str, model_name: str, timeout: float) -> Iterator[None]:
+    """Session-level advisory lock on a dedicated connection (released on unlock or when the
+    connection closes, so a killed process cannot leave it held)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    key = advisory_key(model_name)
+    engine = create_engine(uri, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            deadline = time.monotonic() + timeout
+            delay = 0.05
+            while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                conn.rollback()  # do not keep a transaction open while waiting
+                if time.monotonic() >= deadline:
+                    raise RegistryLockTimeout(
+                        f"timed out after {timeout:g} s waiting for the registry advisory lock {key} ({model_name})"
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+    finally:
+        engine.dispose()

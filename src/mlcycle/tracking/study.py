@@ -1,0 +1,175 @@
+"""The MLflow side of an Optuna study: trial runs, the objective shared with remote
+workers, and the runs of an earlier attempt a dead process left RUNNING.
+
+* ``run_study``: ``core.tuning.optimize`` with every finished trial handed to a trial
+  writer (``trials``) and a progress bar; the tune stage and ``mlcycle tune-worker`` both
+  run their trials through it.
+* ``trial_record``: one trial as a child run: params, the CV score and per-fold scores,
+  state and reason as tags.
+* ``share_objective`` / ``fetch_objective``: the training rows and the recipe a
+  ``tune-worker`` on another machine rebuilds the same CV folds from (tune run artifacts).
+* ``close_stale_attempts``: a resumed study ends the dead attempt's runs (``hygiene``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow import MlflowClient
+
+from mlcycle.core.evaluation import greater_is_better
+from mlcycle.core.liveness import owner_token
+from mlcycle.core.masking import mask_uri
+from mlcycle.core.progress import TrialProgress
+from mlcycle.core.tuning import (
+    Objective,
+    Search,
+    StudyResult,
+    TrialResult,
+    objective_from_description,
+    optimize,
+)
+from mlcycle.errors import MlcycleError
+from mlcycle.tracking import hygiene
+from mlcycle.tracking.artifacts import download_artifact, log_artifact_files
+from mlcycle.tracking.runs import ERROR_TAG, MAX_TAG_LENGTH, STUDY_TAG, ActiveRun
+from mlcycle.tracking.trials import TrialRecord, open_writer
+
+log = logging.getLogger(__name__)
+
+STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}  # Optuna state -> run status
+TRIAL_NUMBER_TAG = "mlcycle.trial_number"
+TRIAL_STATE_TAG = "mlcycle.trial_state"
+ARTIFACT_DIR = "tune"  # on the tune run: what a tune-worker rebuilds the objective from
+OBJECTIVE_FILE = "objective.json"
+TRAIN_FILE = "train.parquet"
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    result: StudyResult
+    writer: str  # thread | process: who wrote the trial runs
+    seconds: float  # the study, from opening it to its last trial
+    writer_wait: float  # waiting for the writer after the last trial
+
+    def metrics(self) -> dict[str, float]:
+        r = self.result
+        return {
+            "trials_complete": r.counts.complete, "trials_pruned": r.counts.pruned, "trials_failed": r.counts.failed,
+            "trials_lost": r.counts.lost, "trials_resumed": r.n_before, "trials_run": r.n_run,
+            "study_seconds": self.seconds,
+            # time the trial loops spent handing results to the tracking writer, per trial
+            "tracking_blocked_ms_per_trial": 1000 * r.blocked_seconds / max(r.n_run, 1),
+            "tracking_wait_seconds": self.writer_wait,
+        }
+
+
+def run_study(
+    client: MlflowClient, experiment_id: str, tune_run_id: str, objective: Objective, search: Search, *,
+    writer: str = "auto", progress: bool = True, **optimize_kwargs: Any,
+) -> StudyRun:
+    """Run this invocation's trials; each finished trial becomes a child run of ``tune_run_id``."""
+    trials = open_writer(client, experiment_id, tune_run_id, writer)
+    bar = TrialProgress(greater_is_better(objective.metric), enabled=progress)
+
+    def on_trial(result: TrialResult) -> None:
+        trials.submit(trial_record(result, objective.metric))
+        bar.update(result.state, result.value)
+
+    started = time.perf_counter()
+    try:
+        result = optimize(
+            objective, search, on_trial=on_trial, on_start=lambda before, slots: bar.start(slots, before.done),
+            **optimize_kwargs,
+        )
+    finally:
+        bar.close()
+        waited = time.perf_counter()
+        trials.close()  # raises if any trial run could not be written
+        wait = time.perf_counter() - waited
+    return StudyRun(result, trials.kind, time.perf_counter() - started, wait)
+
+
+def trial_record(result: TrialResult, metric: str) -> TrialRecord:
+    """One trial run: params, the CV score and per-fold scores, state and reason as tags."""
+    metrics = {f"fold_{i}_{metric}": v for i, v in enumerate(result.fold_scores)}
+    if result.value is not None:
+        metrics[f"cv_{metric}"] = result.value
+    tags = {TRIAL_NUMBER_TAG: str(result.number), TRIAL_STATE_TAG: result.state}
+    if result.worker:
+        tags["mlcycle.worker"] = result.worker
+    if result.pruned_step is not None:
+        tags["mlcycle.pruned_at_fold"] = str(result.pruned_step)
+        metrics[f"partial_cv_{metric}"] = sum(result.fold_scores) / len(result.fold_scores)
+    if result.error:
+        tags[ERROR_TAG] = result.error[:MAX_TAG_LENGTH]
+    return TrialRecord(
+        name=f"trial-{result.number:03d}", params=result.params, metrics=metrics, tags=tags,
+        status=STATUS[result.state], start_ms=result.start_ms, end_ms=result.end_ms,
+    )
+
+
+# --------------------------------------------------------------------------- remote workers
+def share_objective(run: ActiveRun, rows: pd.DataFrame, description: dict, search: Search) -> None:
+    """Log, on the tune run, the rows and the recipe a ``tune-worker`` needs to score trials
+    exactly like this stage: the training rows as Parquet (with their hash) and the
+    objective and search as JSON (never the storage URL: it may hold a password)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        train_path = Path(tmp) / TRAIN_FILE
+        rows.to_parquet(train_path, index=False)
+        description = {**description, "train_sha256": _sha256(train_path), "search": search.to_dict()}
+        objective_path = Path(tmp) / OBJECTIVE_FILE
+        objective_path.write_text(json.dumps(description, indent=1, default=str))
+        log_artifact_files([train_path, objective_path], ARTIFACT_DIR)
+    log.info(
+        "study %s: other machines can join with: mlcycle tune-worker --tune-run-id %s --storage %s",
+        search.study_name, run.run_id, mask_uri(search.tune.storage or ""),
+    )
+
+
+def fetch_objective(tune_run_id: str, storage: str) -> tuple[Objective, Search]:
+    """What ``share_objective`` logged, rebuilt: the same folds, the same search (on ``storage``)."""
+    with tempfile.TemporaryDirectory(prefix="mlcycle-worker-") as tmp:
+        try:
+            objective_path = download_artifact(tune_run_id, f"{ARTIFACT_DIR}/{OBJECTIVE_FILE}", Path(tmp))
+            train_path = download_artifact(tune_run_id, f"{ARTIFACT_DIR}/{TRAIN_FILE}", Path(tmp))
+        except Exception as exc:
+            raise MlcycleError(f"tune run {tune_run_id} has no objective to share ({exc})") from None
+        description = json.loads(objective_path.read_text())
+        if _sha256(train_path) != description["train_sha256"]:
+            raise MlcycleError(f"{TRAIN_FILE} of tune run {tune_run_id} does not match its recorded hash")
+        objective = objective_from_description(description, pd.read_parquet(train_path))
+    return objective, Search.from_dict(description["search"], storage)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- an earlier attempt
+def close_stale_attempts(run: ActiveRun, study: str) -> list[str]:
+    """Runs of an earlier attempt at this study that a dead process left RUNNING end FAILED
+    (their whole pipeline tree); the study itself resumes where it stopped."""
+    client = run.log.client
+    found = [r for r in hygiene.running_runs(client, [run.experiment_id], f"tags.`{STUDY_TAG}` = '{study}'")
+             if r.info.run_id != run.run_id]
+    if not found:
+        return []
+    verdicts = hygiene.with_trees(client, hygiene.judge(client, found))
+    hygiene.apply(client, verdicts, closed_by=f"tune run {run.run_id} resuming study {study} ({owner_token()})")
+    closed = [v.run_id for v in verdicts if v.action == hygiene.CLOSE]
+    if closed:
+        run.log.set_tags({"mlcycle.closed_stale_runs": ",".join(closed)[:MAX_TAG_LENGTH]})
+        log.info("ended %d run(s) a dead process left RUNNING: %s", len(closed), ", ".join(closed))
+    for v in verdicts:
+        if v.action == hygiene.KEEP:
+            log.warning("tune run %s of study %s is RUNNING in another process or host; left as is", v.run_id, study)
+    return closed
