@@ -23,7 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-STAGES = ("ingest", "preprocess", "features", "tune", "train", "evaluate", "register")
+from _common import compose  # this checkout's src first on sys.path
+
+from mlcycle.config.schema import STAGES
+
 DATA_STAGES = ("ingest", "preprocess", "features")
 CHANGE = "model.classifier.search_space.learning_rate.high=0.25"  # default model: 0.3
 
@@ -51,7 +54,6 @@ def measure(args: argparse.Namespace, root: Path) -> int:
     from mlflow import MlflowClient
 
     from mlcycle import pipeline
-    from mlcycle.config.load import compose
 
     client = MlflowClient(uri)
     client.search_experiments()  # runs the store's migrations before any timing
