@@ -31,6 +31,7 @@ commands:
   rollback                 move `champion` back to the previous champion
   models                   list registered versions, aliases, metrics and promotion history
   predict                  batch-score a CSV/Parquet file with the champion (or any model URI)
+  serve                    verify the champion's files, then serve it on 127.0.0.1:5001
   reproduce <model|run>    rerun a registered version's (or run's) pipeline from its lineage
                            and check that its test metrics match exactly
   tune-worker              join a tuning study from another process or machine
@@ -58,6 +59,7 @@ COMMANDS: dict[str, str] = {
     "rollback": "mlcycle.commands.rollback:main",
     "models": "mlcycle.commands.models:main",
     "predict": "mlcycle.commands.predict:main",
+    "serve": "mlcycle.commands.serve:main",
     "reproduce": "mlcycle.commands.reproduce:main",
     "tune-worker": "mlcycle.commands.tune_worker:main",
     "monitor": "mlcycle.commands.monitor:main",

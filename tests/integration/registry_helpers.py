@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from mlcycle import pipeline
 from mlcycle.core.evaluation import compute_metrics, predict_all
 from mlcycle.core.modeling import full_pipeline
-from mlcycle.tracking import model_io, registry
+from mlcycle.tracking import model_io, registration, registry
 
 NAME = "mlcycle-ecommerce"
 
@@ -51,8 +51,10 @@ def register_variant(result, model, name: str = NAME) -> str:
         registry.TAG_PRIMARY_METRIC: "roc_auc",
         registry.TAG_TEST_DATA: base_tags[registry.TAG_TEST_DATA],
         **{f"test_{k}": f"{v:.6g}" for k, v in metrics_on_test(result, model).items()},
+        model_io.MANIFEST_TAG: model_io.manifest(info.model_uri),
+        registration.STATUS_TAG: registration.COMPLETE,
     }
-    return registry.register(info.model_uri, name, tags)
+    return registration.create_version(client, name, info.model_uri, tags)
 
 
 # a weak pipeline model: one depth-1 tree on a random feature

@@ -118,9 +118,9 @@ def _boom(*args, **kwargs):
     raise AssertionError("pickle used while loading a model")
 
 
-def test_loading_the_registered_model_never_unpickles(trained, monkeypatch):
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}@champion"))
-    assert not list(local.rglob("*.pkl")) and (local / "model.skops").is_file()
+def test_loading_the_registered_model_never_unpickles(trained, monkeypatch, tmp_path):
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}@champion", dst_path=str(tmp_path / "download")))
+    assert not list(local.rglob("*.pkl")) and [p.name for p in local.rglob("*.skops")] == ["model.skops"]
     for module in (pickle, cloudpickle):
         monkeypatch.setattr(module, "load", _boom)
         monkeypatch.setattr(module, "loads", _boom)
@@ -138,39 +138,43 @@ def test_unsafe_models_are_refused(trained, tmp_path):
     import skops.io
     from sklearn.preprocessing import FunctionTransformer
 
-    source = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}@champion"))
-
-    widened = Path(shutil.copytree(source, tmp_path / "widened"))
-    meta = yaml.safe_load((widened / "MLmodel").read_text())
-    meta["flavors"]["sklearn"]["skops_trusted_types"].append("builtins.exec")
-    (widened / "MLmodel").write_text(yaml.safe_dump(meta))
-    with pytest.raises(model_io.ModelLoadError, match=r"asks to trust types mlcycle does not trust: \['builtins.exec'\]"):
-        model_io.load_model(str(widened))
-
-    smuggled = Path(shutil.copytree(source, tmp_path / "smuggled"))
+    source = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}@champion", dst_path=str(tmp_path / "source")))
     model = trained.state.model
+
+    # the model's own files cannot widen what is trusted: a type outside mlcycle's list is refused
+    smuggled = Path(shutil.copytree(source, tmp_path / "smuggled"))
     model.steps.insert(0, ("hook", FunctionTransformer(os.getcwd)))
     try:
-        skops.io.dump(model, smuggled / "model.skops")
+        skops.io.dump(model, next(smuggled.rglob("model.skops")))
     finally:
         model.steps.pop(0)
     with pytest.raises(model_io.ModelLoadError, match="cannot load model .* with skops: .*getcwd"):
         model_io.load_model(str(smuggled))
 
+    # a model in the format mlcycle logged before input contracts (the sklearn flavor), whose
+    # MLmodel asks to trust more: refused
+    widened = tmp_path / "widened"
+    mlflow.sklearn.save_model(model, str(widened), serialization_format="skops",
+                              skops_trusted_types=[*model_io.TRUSTED_TYPES, "builtins.exec"])
+    with pytest.raises(model_io.ModelLoadError, match=r"asks to trust types mlcycle does not trust: \['builtins.exec'\]"):
+        model_io.load_model(str(widened))
+
     pickled = tmp_path / "pickled"
-    mlflow.sklearn.save_model(trained.state.model, str(pickled), serialization_format="pickle")
+    mlflow.sklearn.save_model(model, str(pickled), serialization_format="pickle")
     with pytest.raises(model_io.ModelLoadError, match="serialized with pickle; mlcycle loads only skops"):
         model_io.load_model(str(pickled))
 
 
 def test_a_model_saved_before_the_transformers_moved_to_mlcycle_core_still_loads(trained, tmp_path):
-    """Models registered by an earlier mlcycle name its transformers mlcycle.cleaning.* and
-    mlcycle.features.*: the one safe loader still loads them, and they predict the same."""
+    """Models registered by an earlier mlcycle are in the sklearn flavor's layout and name its
+    transformers mlcycle.cleaning.* and mlcycle.features.*: the one safe loader still loads
+    them, and they predict the same."""
     import io
     import zipfile
 
-    source = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}@champion"))
-    old = Path(shutil.copytree(source, tmp_path / "old"))
+    old = tmp_path / "old"
+    mlflow.sklearn.save_model(trained.state.model, str(old), serialization_format="skops",
+                              skops_trusted_types=model_io.TRUSTED_TYPES)
     with zipfile.ZipFile(old / "model.skops") as archive:
         entries = {name: archive.read(name) for name in archive.namelist()}
     schema = entries["schema.json"].decode()

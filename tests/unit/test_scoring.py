@@ -29,9 +29,10 @@ def test_bad_cells_reject_their_rows_with_numbers_and_reasons_missing_cells_do_n
     checked = check_input(frame, COLUMNS, "in.csv")
     assert checked.accepted.tolist() == [True, False, True, False, False]
     assert checked.rejected.to_dict("records") == [
-        {"row": 2, "column": "price", "value": "abc", "reason": "'abc' is not a valid double"},
-        {"row": 4, "column": "day", "value": "yesterday", "reason": "'yesterday' is not a valid datetime"},
-        {"row": 5, "column": "price", "value": "x", "reason": "'x' is not a valid double"},
+        {"row": 2, "column": "price", "value": "abc", "reason": "'abc' is not a valid double", "expected": "double"},
+        {"row": 4, "column": "day", "value": "yesterday", "reason": "'yesterday' is not a valid datetime",
+         "expected": "datetime"},
+        {"row": 5, "column": "price", "value": "x", "reason": "'x' is not a valid double", "expected": "double"},
     ]
     assert list(checked.frame.columns) == ["price", "device", "day"]
     assert checked.frame["price"].tolist()[0] == 1.5 and np.isnan(checked.frame["price"].tolist()[1])
@@ -39,6 +40,11 @@ def test_bad_cells_reject_their_rows_with_numbers_and_reasons_missing_cells_do_n
         "row 2: column 'price': 'abc' is not a valid double; "
         "row 4: column 'day': 'yesterday' is not a valid datetime; ... and 1 more row(s)"
     )
+    # an answer to a request names rows and columns, never the values sent
+    quiet = describe_rejections(checked.rejected, show_values=False)
+    assert quiet == ("row 2: column 'price' is not a valid double; row 4: column 'day' is not a valid datetime; "
+                     "row 5: column 'price' is not a valid double")
+    assert "abc" not in quiet and "yesterday" not in quiet
 
 
 def test_output_frame_keeps_accepted_rows_and_adds_predictions_and_probabilities():

@@ -1,12 +1,15 @@
 """``mlcycle predict``: batch-score a CSV/Parquet file with a registered model.
 
 Writes the input rows plus ``prediction`` (and ``probability_<class>`` for classifiers) to
-``--output`` (.csv or .parquet). The model's input columns and types come from its signature.
-Rows with a value that does not fit its column's type are left out and reported with their
-row numbers (1 = first data row) and reasons, in the console and as
-``scoring/rejected_rows.csv`` on the run (``--on-bad-rows fail`` stops instead). A missing required column is one error
-listing every missing column. Each call is one MLflow run (``mlcycle.run_kind=predict``) with
-the input file as a dataset input and the row counts as metrics.
+``--output`` (.csv or .parquet). The model's input columns and types come from its input
+contract (the types its training data had), the same checks the served model applies. Rows
+with a value that does not fit its column's type are left out and reported with their row
+numbers (1 = first data row) and reasons, in the console and as
+``scoring/rejected_rows.csv`` on the run (``--on-bad-rows fail`` stops instead). A missing
+required column is one error listing every missing column; columns the model does not use
+are ignored, kept in the output and reported. Each call is one MLflow run
+(``mlcycle.run_kind=predict``) with the input file as a dataset input and the row counts as
+metrics.
 """
 
 from __future__ import annotations
@@ -75,6 +78,11 @@ def score_file(run, model_uri: str, source: Path, output: Path, on_bad_rows: str
     columns = [InputColumn(n, t, r) for n, t, r in loaded.inputs]
     log_input_file(frame, source, "scoring")
     checked = check_input(frame, columns, str(source))
+    # Columns the model does not use are ignored by it (as by `mlflow models serve`), kept in
+    # the output beside the predictions, and reported.
+    ignored = [str(c) for c in frame.columns if c not in {col.name for col in columns}]
+    if ignored:
+        run.log.log_params({"scoring.ignored_columns": ignored})
     bad_rows = int((~checked.accepted).sum())
     run.log.log_metrics({"rows_in": len(frame), "rows_rejected": bad_rows, "rows_scored": int(checked.accepted.sum())})
     if bad_rows:
@@ -98,6 +106,8 @@ def score_file(run, model_uri: str, source: Path, output: Path, on_bad_rows: str
     tmp.replace(output)
     lines = [f"scored {len(out)} of {len(frame)} rows from {source} with {model_uri}"
              + (f" (version {loaded.version})" if loaded.version else "") + f" -> {output}"]
+    if ignored:
+        lines.append(f"ignored {len(ignored)} column(s) the model does not use (kept in the output): {', '.join(ignored)}")
     if bad_rows:
         lines.append(f"rejected {bad_rows} row(s): {describe_rejections(checked.rejected)}")
         lines.append("  all rejected rows: artifact scoring/rejected_rows.csv on the run")

@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
     tags = client.get_model_version(name, version).tags
     candidate = registry.Candidate(
         version, loaded.task, metrics, test, loaded.target, tags.get(registry.TAG_PRIMARY_METRIC) or None,
-        notes={"evaluated_on": args.data or tags.get(registry.TAG_TEST_DATA), "rows": len(test)},
+        notes={"evaluated_on": args.data or test_split_uri(client, name, version), "rows": len(test)},
     )
     outcome = registry.promote(client, name, candidate, reg.gate, reg.lock, champion_alias=reg.champion_alias,
                                force=args.force, reason=args.reason)
@@ -62,18 +62,32 @@ def main(argv: list[str]) -> int:
     return GATE_FAILED
 
 
+def test_split_uri(client, name: str, version: str) -> str:
+    """Where a version's test split is: in the run that holds its pipeline's splits (followed
+    through a cache hit, so versions whose ingest reused an earlier run work too); versions
+    made outside a pipeline name it in their ``test_data_uri`` tag."""
+    from mlcycle.stages import ingest
+    from mlcycle.tracking.registry import TAG_ROOT_RUN, TAG_TEST_DATA, RegistryError
+    from mlcycle.tracking.runs import stage_outputs
+
+    tags = client.get_model_version(name, version).tags
+    if (root := tags.get(TAG_ROOT_RUN)) and (data := stage_outputs(client, root, ingest.STAGE.name)):
+        return f"runs:/{data.info.run_id}/{ingest.SPLITS_DIR}/test.parquet"
+    if uri := tags.get(TAG_TEST_DATA):
+        return uri
+    raise RegistryError(f"{name} version {version} names no test split; pass --data FILE (labelled CSV/Parquet)")
+
+
 def _evaluation_frame(client, name, version, loaded, data_path):
     from mlcycle.core import data
     from mlcycle.errors import DataError
     from mlcycle.tracking.artifacts import read_frame
-    from mlcycle.tracking.registry import TAG_TEST_DATA, RegistryError
+    from mlcycle.tracking.registry import RegistryError
 
     if data_path:
         frame, source = data.read_table(data.resolve_path(data_path)), data_path
     else:
-        uri = client.get_model_version(name, version).tags.get(TAG_TEST_DATA)
-        if not uri:
-            raise RegistryError(f"{name} version {version} has no {TAG_TEST_DATA} tag; pass --data FILE (labelled CSV/Parquet)")
+        uri = test_split_uri(client, name, version)
         try:
             frame, source = read_frame(uri), uri
         except Exception as exc:

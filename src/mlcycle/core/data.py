@@ -19,6 +19,10 @@ from mlcycle.errors import DataError
 
 NUMERIC, CATEGORICAL, DATETIME = "numeric", "categorical", "datetime"
 KINDS = (NUMERIC, CATEGORICAL, DATETIME)
+# What a column held in the source (the model's input contract): a numeric column came as
+# integers, decimals or booleans; text and dates as such.
+INTEGER, DOUBLE, BOOLEAN, STRING, DATE = "integer", "double", "boolean", "string", "datetime"
+DEFAULT_TYPE = {NUMERIC: DOUBLE, CATEGORICAL: STRING, DATETIME: DATE}
 MAX_CLASSES = 50
 _DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?")
 
@@ -33,10 +37,16 @@ class Schema:
     categorical: tuple[str, ...] = ()
     datetime: tuple[str, ...] = ()
     classes: tuple = ()  # sorted class labels for classification
+    types: tuple[tuple[str, str], ...] = ()  # (column, type in the source), sorted by column
 
     @property
     def features(self) -> tuple[str, ...]:
         return self.numeric + self.categorical + self.datetime
+
+    def type_of(self, column: str) -> str:
+        """The column's type in the source (integer, double, boolean, string, datetime);
+        schemas recorded before types were kept answer from the kind."""
+        return dict(self.types).get(column) or DEFAULT_TYPE[self.kind_of(column)]
 
     def kind_of(self, column: str) -> str:
         for kind in KINDS:
@@ -47,12 +57,14 @@ class Schema:
     def to_dict(self) -> dict:
         """JSON-ready (the step cache and a tune-worker's objective store it)."""
         return {"target": self.target, "task": self.task.value, "numeric": list(self.numeric),
-                "categorical": list(self.categorical), "datetime": list(self.datetime), "classes": list(self.classes)}
+                "categorical": list(self.categorical), "datetime": list(self.datetime), "classes": list(self.classes),
+                "types": dict(self.types)}
 
     @classmethod
     def from_dict(cls, raw: dict) -> Schema:
         return cls(target=raw["target"], task=Task(raw["task"]), numeric=tuple(raw["numeric"]),
-                   categorical=tuple(raw["categorical"]), datetime=tuple(raw["datetime"]), classes=tuple(raw["classes"]))
+                   categorical=tuple(raw["categorical"]), datetime=tuple(raw["datetime"]), classes=tuple(raw["classes"]),
+                   types=tuple(sorted(raw.get("types", {}).items())))
 
 
 @dataclass(frozen=True)
@@ -170,12 +182,14 @@ def infer_schema(frame: pd.DataFrame, cfg: DataConfig, source: str) -> tuple[Sch
         frame[target] = y.astype(float)
 
     kinds: dict[str, str] = {}
+    types: dict[str, str] = {}
     for col in frame.columns:
         if col == target:
             continue
         if frame[col].isna().all():
             raise DataError(f"{source}: column {col!r} is entirely empty; drop it with data.drop_columns")
         kind = cfg.column_types.get(col) or _infer_kind(frame[col])
+        types[col] = source_type(frame[col], kind)
         frame[col] = _coerce(frame[col], kind, source, col, cfg.numeric_garbage_tolerance)
         kinds[col] = kind
     if not kinds:
@@ -213,6 +227,7 @@ def infer_schema(frame: pd.DataFrame, cfg: DataConfig, source: str) -> tuple[Sch
         categorical=tuple(c for c, k in kinds.items() if k == CATEGORICAL),
         datetime=tuple(c for c, k in kinds.items() if k == DATETIME),
         classes=classes,
+        types=tuple(sorted(types.items())),
     )
     return schema, frame
 
@@ -227,6 +242,23 @@ def _class_labels(target: pd.Series) -> pd.Series:
             return target.astype(int)
         return target.astype(str).astype(object)
     return target.astype(str).astype(object)
+
+
+def source_type(col: pd.Series, kind: str) -> str:
+    """What a column of this kind holds in the source: integers (also a nullable integer
+    column, which CSV readers give as decimals with missing cells), decimals, booleans,
+    text or dates."""
+    if kind != NUMERIC:
+        return DEFAULT_TYPE[kind]
+    present = col.dropna()
+    if pd.api.types.is_bool_dtype(col) or (len(present) and present.map(lambda v: isinstance(v, bool | np.bool_)).all()):
+        return BOOLEAN
+    if pd.api.types.is_integer_dtype(col):
+        return INTEGER
+    values = pd.to_numeric(present, errors="coerce").dropna()
+    if pd.api.types.is_float_dtype(col) and len(values) and bool(np.all(np.mod(values.to_numpy(), 1) == 0)):
+        return INTEGER
+    return DOUBLE
 
 
 def _infer_kind(col: pd.Series) -> str:

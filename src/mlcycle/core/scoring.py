@@ -1,8 +1,10 @@
 """Batch scoring input checks and output frames. Pure: no mlflow, no hydra.
 
-The model's input columns and their types come from its MLflow signature; the caller turns
-the signature into ``InputColumn``s. A row is rejected when one of its cells cannot be read as
-the column's type (``"abc"`` in a numeric column, ``"yesterday"`` in a datetime column).
+The model's input columns and their types come from its input contract (the types the
+training data had: integer, double, boolean, string, datetime) or, for models logged before
+contracts, its MLflow signature (double, long, ...). A row is rejected when one of its cells
+cannot be read as the column's type (``"abc"`` in a numeric column, ``"yesterday"`` in a
+datetime column); integers, decimals and missing values all fit a numeric column.
 Missing cells are not errors: the model's cleaning step imputes them. A required column that
 is absent altogether is one ``DataError`` listing every missing column.
 
@@ -25,7 +27,7 @@ MAX_REASONS_SHOWN = 5
 @dataclass(frozen=True)
 class InputColumn:
     name: str
-    type: str  # MLflow DataType name: double, float, long, integer, boolean, string, datetime
+    type: str  # integer, double, boolean, string, datetime (or an MLflow type name: long, float)
     required: bool = True
 
 
@@ -33,7 +35,7 @@ class InputColumn:
 class Checked:
     frame: pd.DataFrame  # the model's columns, typed, only the accepted rows
     accepted: np.ndarray  # boolean mask over the input rows
-    rejected: pd.DataFrame  # row, column, value, reason (one line per bad cell)
+    rejected: pd.DataFrame  # row, column, value, reason, expected type (one line per bad cell)
 
 
 def check_input(frame: pd.DataFrame, columns: list[InputColumn], source: str) -> Checked:
@@ -59,9 +61,10 @@ def check_input(frame: pd.DataFrame, columns: list[InputColumn], source: str) ->
                     "column": col.name,
                     "value": str(values.iloc[idx]),
                     "reason": f"{values.iloc[idx]!r} is not a valid {col.type}",
+                    "expected": col.type,
                 }
             )
-    rejected = pd.DataFrame(problems, columns=["row", "column", "value", "reason"]).sort_values(
+    rejected = pd.DataFrame(problems, columns=["row", "column", "value", "reason", "expected"]).sort_values(
         ["row", "column"], kind="stable"
     )
     accepted = np.ones(len(frame), dtype=bool)
@@ -89,26 +92,33 @@ def _parse(values: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray]:
     return parsed, bad
 
 
-def describe_rejections(rejected: pd.DataFrame, limit: int = MAX_REASONS_SHOWN) -> str:
-    """``row 3: column 'price': 'abc' is not a valid double; ...`` for the first few."""
-    lines = [f"row {r.row}: column {r.column!r}: {r.reason}" for r in rejected.head(limit).itertuples()]
+def describe_rejections(rejected: pd.DataFrame, limit: int = MAX_REASONS_SHOWN, show_values: bool = True) -> str:
+    """``row 3: column 'price': 'abc' is not a valid double; ...`` for the first few
+    (``show_values=False``: ``row 3: column 'price' is not a valid double``, for answers that
+    must not echo what was sent)."""
+    lines = [f"row {r.row}: column {r.column!r}: {r.reason}" if show_values else
+             f"row {r.row}: column {r.column!r} is not a valid {r.expected}" for r in rejected.head(limit).itertuples()]
     more = rejected["row"].nunique() - rejected.head(limit)["row"].nunique()
     if more > 0:
         lines.append(f"... and {more} more row(s)")
     return "; ".join(lines)
 
 
-def output_frame(frame: pd.DataFrame, accepted: np.ndarray, predictions, proba=None, classes=()) -> pd.DataFrame:
-    """The accepted input rows (all their columns) plus ``prediction`` and, for classifiers,
-    ``probability_<class>`` per class."""
-    out = frame[accepted].reset_index(drop=True).copy()
-    names = ["prediction"] + ([f"probability_{c}" for c in classes] if proba is not None else [])
-    clash = [n for n in names if n in out.columns]
-    if clash:
-        raise DataError(f"input already has column(s) {clash}; rename them before scoring")
-    out["prediction"] = np.asarray(predictions)
+def prediction_frame(predictions, proba=None, classes=()) -> pd.DataFrame:
+    """``prediction`` and, for classifiers, ``probability_<class>`` per class."""
+    out = pd.DataFrame({"prediction": np.asarray(predictions)})
     if proba is not None:
         proba = np.asarray(proba)
         for i, cls in enumerate(classes):
             out[f"probability_{cls}"] = proba[:, i]
     return out
+
+
+def output_frame(frame: pd.DataFrame, accepted: np.ndarray, predictions, proba=None, classes=()) -> pd.DataFrame:
+    """The accepted input rows (all their columns) plus ``prediction_frame``'s columns."""
+    out = frame[accepted].reset_index(drop=True)
+    scored = prediction_frame(predictions, proba, classes)
+    clash = [n for n in scored.columns if n in out.columns]
+    if clash:
+        raise DataError(f"input already has column(s) {clash}; rename them before scoring")
+    return pd.concat([out, scored], axis=1)

@@ -21,11 +21,10 @@ from mlflow.exceptions import MlflowException
 from mlcycle.config.schema import Task
 from mlcycle.core.data import CATEGORICAL, DATETIME, NUMERIC, Schema, Splits, coerce_column
 from mlcycle.errors import LineageError
-from mlcycle.stages.ingest import SPLITS_DIR
-from mlcycle.tracking.cache import outputs_run
+from mlcycle.stages import ingest as ingest_stage
 from mlcycle.tracking.lineage import DATA_DIGEST_TAG, DATA_SOURCE_TAG
 from mlcycle.tracking.registry import TAG_ROOT_RUN
-from mlcycle.tracking.runs import find_stage, root_of
+from mlcycle.tracking.runs import find_stage, outputs_run, root_of
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ def load_reference(client: MlflowClient, model: ModelRef) -> Reference:
     except MlflowException:
         raise LineageError(f"{model.name} version {model.version}: its root run {model.root_run_id} is not in this tracking store") from None
     experiment_id = root.info.experiment_id
-    ingest = find_stage(client, experiment_id, root.info.run_id, "ingest")
+    ingest = find_stage(client, experiment_id, root.info.run_id, ingest_stage.STAGE.name)
     if ingest is None:
         raise LineageError(f"{model.name} version {model.version}: root run {root.info.run_id} has no ingest stage run")
     params = ingest.data.params
@@ -126,7 +125,7 @@ def load_reference(client: MlflowClient, model: ModelRef) -> Reference:
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = Path(client.download_artifacts(splits_run, SPLITS_DIR, tmp))
+            local = Path(client.download_artifacts(splits_run, ingest_stage.SPLITS_DIR, tmp))
             frames = {name: pd.read_parquet(local / f"{name}.parquet") for name in ("train", "validation", "test")}
         except (MlflowException, OSError) as exc:
             raise LineageError(

@@ -22,8 +22,16 @@ from mlflow.exceptions import MlflowException
 
 from mlcycle.errors import MlcycleError
 from mlcycle.report import figures
-from mlcycle.tracking.cache import CACHE_TAG, outputs_run
-from mlcycle.tracking.runs import ERROR_TAG, KIND_PIPELINE, KIND_TAG, STAGE_TAG, children, root_of
+from mlcycle.tracking.cache import CACHE_TAG
+from mlcycle.tracking.runs import (
+    ERROR_TAG,
+    KIND_PIPELINE,
+    KIND_TAG,
+    STAGE_TAG,
+    children,
+    outputs_run,
+    root_of,
+)
 
 
 class ReportError(MlcycleError):

@@ -14,32 +14,34 @@ from dataclasses import replace
 from pathlib import Path
 
 from mlcycle.config.schema import Config
+from mlcycle.stages import ingest
 from mlcycle.stages.base import Stage, State, read_json, write_json
-from mlcycle.stages.ingest import SPLITS_DIR
-from mlcycle.tracking import registry
-from mlcycle.tracking.model_io import MODEL_URI_TAG, log_model
-from mlcycle.tracking.runs import ActiveRun, find_stage
+from mlcycle.tracking import model_io, registry
+from mlcycle.tracking.registration import FAMILY_TAG, end_ghost_models, register_and_gate
+from mlcycle.tracking.runs import ActiveRun, stage_outputs
 
 log = logging.getLogger(__name__)
 
 
 def run(state: State, cfg: Config, run: ActiveRun) -> State:
-    schema, reg = state.schema, cfg.registry
-    info = log_model(state.model, state.splits.train[list(schema.features)].head(5), schema)
-    run.log.set_tags({MODEL_URI_TAG: info.model_uri})
+    schema, reg, client = state.schema, cfg.registry, run.log.client
+    info = model_io.log_model(state.model, state.splits.train[list(schema.features)].head(5), schema)
+    end_ghost_models(client, run.experiment_id, run.run_id, info.model_id)
+    run.log.set_tags({model_io.MODEL_URI_TAG: info.model_uri})
     if not reg.enabled:
         return replace(state, model_uri=info.model_uri)
     tags = {
         **state.lineage,  # root run id, git commit, config fingerprint, package version
         "task": schema.task.value, "data_digest": state.data_digest, registry.TAG_PRIMARY_METRIC: state.metric or "",
+        FAMILY_TAG: cfg.model.name, model_io.MANIFEST_TAG: model_io.manifest(info.model_uri),
         **{f"test_{k}": f"{v:.6g}" for k, v in state.test_metrics.items()},
     }
-    ingest = find_stage(run.log.client, run.experiment_id, state.lineage.get(registry.TAG_ROOT_RUN, ""), "ingest")
-    if ingest:  # where `mlcycle promote` finds the test set to re-score champion and candidate
-        tags[registry.TAG_TEST_DATA] = f"runs:/{ingest.info.run_id}/{SPLITS_DIR}/test.parquet"
+    if data := stage_outputs(client, state.lineage[registry.TAG_ROOT_RUN], ingest.STAGE.name):
+        # the test split the gate scored on: in the run that holds the splits (a cache hit's source)
+        tags[registry.TAG_TEST_DATA] = f"runs:/{data.info.run_id}/{ingest.SPLITS_DIR}/test.parquet"
     test = state.splits.test[[*schema.features, schema.target]]
     candidate = registry.Candidate("", schema.task, dict(state.test_metrics), test, schema.target, state.metric)
-    outcome = registry.register_and_gate(info.model_uri, tags, candidate, reg)
+    outcome = register_and_gate(info.model_uri, tags, candidate, reg)
     promotion = outcome.promotion
     (log.info if promotion.promoted else log.warning)(
         "%s version %s: %s (%s)", reg.model_name, outcome.version,

@@ -15,7 +15,7 @@ import skops.io
 from mlcycle.config.schema import Config
 from mlcycle.core.modeling import build_estimator, estimator_spec, full_pipeline
 from mlcycle.stages.base import CACHE_DIR, Stage, State
-from mlcycle.tracking.model_io import load_skops
+from mlcycle.tracking.flavor import load_skops
 from mlcycle.tracking.runs import ActiveRun
 
 

@@ -36,9 +36,10 @@ from mlflow.entities import Run
 
 from mlcycle.config.load import as_dict
 from mlcycle.config.schema import STAGES, Config
+from mlcycle.core.integrity import differences, from_text, manifest_of, to_text
 from mlcycle.tracking.lineage import DATA_DIGEST_TAG, DATA_SOURCE_TAG, code_version
 from mlcycle.tracking.model_io import MODEL_URI_TAG
-from mlcycle.tracking.runs import MAX_TAG_LENGTH, NOTE_TAG, PARENT_TAG, ActiveRun
+from mlcycle.tracking.runs import MAX_TAG_LENGTH, NOTE_TAG, PARENT_TAG, SOURCE_TAG, ActiveRun
 
 if TYPE_CHECKING:
     from mlcycle.stages.base import Stage, State
@@ -48,24 +49,12 @@ log = logging.getLogger(__name__)
 FINGERPRINT_TAG = "mlcycle.fingerprint"
 CACHE_TAG = "mlcycle.cache"  # hit | miss | forced | off
 REASON_TAG = "mlcycle.cache_reason"
-SOURCE_TAG = "mlcycle.cache_source_run"  # on a hit: the stage run whose outputs it reused
 SOURCE_ROOT_TAG = "mlcycle.cache_source_root"
 HITS_TAG = "mlcycle.cache_hits"  # on the root run: stages served from the cache
+MANIFEST_TAG = "mlcycle.cache_manifest"  # sha256 of every stored output file (core.integrity)
 CACHE_DIR = "cache"
 # Tags of a source stage run worth copying onto a hit (what the stage itself would have set).
 COPIED_TAGS = (DATA_DIGEST_TAG, DATA_SOURCE_TAG, MODEL_URI_TAG)
-
-
-def outputs_run(client, run: Run) -> Run:
-    """The run that holds a stage run's outputs and artifacts: itself, or on a cache hit the
-    earlier run it reused (itself again when that one is gone)."""
-    source = run.data.tags.get(SOURCE_TAG)
-    if source and source != run.info.run_id:
-        try:
-            return client.get_run(source)
-        except Exception:  # deleted since: what is left is this run
-            return run
-    return run
 
 
 # --------------------------------------------------------------------------- fingerprints
@@ -144,12 +133,12 @@ class StageCache:
         new_state = stage.run(state, self.cfg, child)
         if fp is not None:
             try:
-                self._store(stage, new_state, child)
+                manifest = self._store(stage, new_state, child)
             except Exception as exc:  # the stage's work is done; only its reuse is lost
                 log.warning("stage %s: outputs not stored for reuse: %s", stage.name, exc)
                 child.log.set_tags({REASON_TAG: f"outputs not stored for reuse: {exc}"[:MAX_TAG_LENGTH]})
-            else:
-                child.log.set_tags({FINGERPRINT_TAG: fp})  # now a possible cache source
+            else:  # now a possible cache source, whose files a hit checks first
+                child.log.set_tags({FINGERPRINT_TAG: fp, MANIFEST_TAG: manifest})
         return new_state
 
     # ------------------------------------------------------------------ internals
@@ -180,12 +169,19 @@ class StageCache:
         with tempfile.TemporaryDirectory() as tmp:
             for folder in stage.keeps:
                 self.client.download_artifacts(source.info.run_id, folder, tmp)
+            if (text := source.data.tags.get(MANIFEST_TAG)) and (diffs := differences(Path(tmp), from_text(text))):
+                raise ValueError(f"stored outputs differ from their manifest ({'; '.join(diffs[:3])})")
             return stage.load(state, self.cfg, Path(tmp))
 
-    def _store(self, stage: Stage, state: State, child: ActiveRun) -> None:
+    def _store(self, stage: Stage, state: State, child: ActiveRun) -> str:
+        """Store the stage's outputs; return the manifest of every file a hit will restore."""
         with tempfile.TemporaryDirectory() as tmp:
             stage.save(state, Path(tmp))
             self.client.log_artifacts(child.run_id, tmp, CACHE_DIR)
+        with tempfile.TemporaryDirectory() as tmp:  # hashed as stored: what a hit will download
+            for folder in stage.keeps:
+                self.client.download_artifacts(child.run_id, folder, tmp)
+            return to_text(manifest_of(Path(tmp)))
 
     def _mark_hit(self, stage: Stage, fp: str, source: Run, child: ActiveRun) -> None:
         source_id = source.info.run_id

@@ -1,11 +1,14 @@
 """Logging a model and loading it back: the one safe loader, and ``models:/`` URIs.
 
-* ``log_model``: the fitted Pipeline on the active run, saved with skops (never pickle),
-  with a signature built from the schema, an input example, explicit requirements and
-  mlcycle's code (``code_paths``), so the custom transformers load anywhere.
-* ``load_model``: every mlcycle path that loads a model (predict, promote, monitor, the
-  step cache) goes through it: skops only, with mlcycle's own allowlist ``TRUSTED_TYPES``,
-  never the list written in the model's MLmodel file; pickle/cloudpickle are refused.
+* ``log_model``: the fitted Pipeline on the active run as an mlcycle pyfunc model
+  (``flavor.py``: skops, never pickle, plus the input contract), with a signature, an
+  input example, explicit requirements and mlcycle's code (``code_paths``).
+* ``load_model``: every mlcycle path that loads a model (predict, promote, the gate,
+  monitor, serve) goes through it: downloaded into a temporary folder, checked against the
+  manifest its registered version carries (``MANIFEST_TAG``, in the tracking database)
+  before any file is read, then loaded through skops with mlcycle's own allowlist
+  ``TRUSTED_TYPES``, never the list written in the model's MLmodel file; pickle/cloudpickle
+  are refused. ``load_skops`` is that allowlist for a payload (the step cache uses it).
 * ``parse_model_uri`` / ``resolve_uri``: ``models:/<name>/<version>`` and
   ``models:/<name>@<alias>`` to a registered version.
 """
@@ -14,7 +17,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import sys
+import json
+import logging
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,35 +32,25 @@ from mlflow.exceptions import MlflowException
 
 import mlcycle
 from mlcycle.config.schema import Task
+from mlcycle.core import integrity
 from mlcycle.core.data import Schema
 from mlcycle.errors import MlcycleError, first_line
+from mlcycle.tracking import flavor
+from mlcycle.tracking.flavor import TRUSTED_TYPES, load_skops, untrusted_types
 
-# Types (beyond skops' defaults) that a model Pipeline may contain. Adding an estimator or a
-# transformer with new internals means adding its types here, on purpose.
-TRUSTED_TYPES = sorted(
-    {
-        "mlcycle.core.cleaning.TabularCleaner",
-        "mlcycle.core.features.DateParts",
-        "mlcycle.core.features.DerivedFeatures",
-        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-        "sklearn.model_selection._split.KFold",  # TargetEncoder's cross-fitting splitter
-        "sklearn.model_selection._split.StratifiedKFold",
-        "sklearn.tree._tree.Tree",
-        # models saved before mlcycle's transformers moved to mlcycle.core name the old modules
-        "mlcycle.cleaning.TabularCleaner",
-        "mlcycle.features.DateParts",
-        "mlcycle.features.DerivedFeatures",
-    }
-)
-# old module -> where its classes live now (skops imports a saved type's module by name)
-MOVED_MODULES = {"mlcycle.cleaning": "mlcycle.core.cleaning", "mlcycle.features": "mlcycle.core.features"}
+log = logging.getLogger(__name__)
 
 MODEL_NAME_IN_RUN = "model"
 MODEL_URI_TAG = "mlcycle.model_uri"  # on the register stage's run: the logged model's URI
+MANIFEST_TAG = "mlcycle.manifest"  # on a registered version: sha256 of every file of the model
 REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")
 
 class ModelLoadError(MlcycleError):
     """A model cannot be loaded safely (not skops, untrusted types, missing artifact)."""
+
+
+class ModelIntegrityError(ModelLoadError):
+    """A registered model's files differ from the manifest recorded when it was registered."""
 
 
 def pip_requirements() -> list[str]:
@@ -63,54 +58,58 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={importlib.metadata.version(name)}" for name in REQUIREMENTS]
 
 
-def untrusted_types(model) -> list[str]:
-    """Types skops would refuse to load from this model without being told to trust them."""
-    import skops.io
-
-    return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
-
-
 # --------------------------------------------------------------------------- logging a model
-_MLFLOW_TYPES = {"numeric": "double", "categorical": "string", "datetime": "datetime"}
+def signature_for(outputs) -> mlflow.models.ModelSignature:
+    """The model's outputs and ``params.output`` (labels | probabilities); no input schema.
 
-
-def signature_for(schema: Schema, outputs) -> mlflow.models.ModelSignature:
-    """Every feature column, typed from the schema and required.
-
-    Not inferred from the input example: a handful of rows would mark any column that
-    happened to hold a missing value as optional, and the scoring server would then accept a
-    request without it (the model needs every column; missing *values* are imputed).
+    The inputs are the model's own contract (``flavor.contract_of``: every column by name
+    with the type it had in the training data), checked by the model on every call. MLflow's
+    column types cannot take real rows: an int64 column is refused for a double, a missing
+    value for a long; its CSV parser cannot read a datetime column; text dates are refused
+    for a datetime under pandas 3 (docs/architecture.md has the details).
     """
     from mlflow.models import infer_signature
-    from mlflow.types import ColSpec
-    from mlflow.types import Schema as MlflowSchema
+    from mlflow.types import DataType, ParamSchema, ParamSpec
 
-    inputs = MlflowSchema(
-        [ColSpec(_MLFLOW_TYPES[schema.kind_of(c)], c, required=True) for c in schema.features]
-    )
-    output_schema = infer_signature(outputs).inputs
-    return mlflow.models.ModelSignature(inputs=inputs, outputs=output_schema)
+    from mlcycle.tracking.flavor import LABELS, OUTPUT_PARAM
+
+    params = ParamSchema([ParamSpec(OUTPUT_PARAM, DataType.string, LABELS)])
+    return mlflow.models.ModelSignature(inputs=None, outputs=infer_signature(outputs).inputs, params=params)
 
 
 def log_model(model, example, schema: Schema) -> mlflow.models.model.ModelInfo:
-    """Log the fitted Pipeline on the active run: signature, example, skops, mlcycle code."""
+    """Log the fitted Pipeline on the active run as an mlcycle model (``flavor.save_model``:
+    skops, no pickle, plus the input contract), with a signature, an input example, explicit
+    requirements and mlcycle's code (``code_paths``)."""
+    from mlflow.models import Model
+
     unknown = [t for t in untrusted_types(model) if t not in TRUSTED_TYPES]
     if unknown:
-        raise ValueError(f"model holds types not in model_io.TRUSTED_TYPES: {unknown}")
+        raise ValueError(f"model holds types not in flavor.TRUSTED_TYPES: {unknown}")
     with warnings.catch_warnings():
         # the output is class labels or numbers, never missing: MLflow's hint does not apply
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        return mlflow.sklearn.log_model(
-            model,
+        return Model.log(
+            artifact_path=None,
             name=MODEL_NAME_IN_RUN,
-            signature=signature_for(schema, model.predict(example)),
+            flavor=flavor,
+            pipeline=model,
+            contract=flavor.contract_of(schema),
+            code_paths=[str(Path(mlcycle.__file__).parent)],
+            signature=signature_for(model.predict(example)),
             input_example=example,
             pip_requirements=pip_requirements(),
-            serialization_format="skops",
-            skops_trusted_types=TRUSTED_TYPES,
-            code_paths=[str(Path(mlcycle.__file__).parent)],
-            metadata={"task": schema.task.value, "target": schema.target, "classes": [str(c) for c in schema.classes]},
+            metadata={"task": schema.task.value, "target": schema.target, "classes": [str(c) for c in schema.classes],
+                      "inputs": {c: schema.type_of(c) for c in schema.features}, "mlcycle_version": mlcycle.__version__},
         )
+
+
+def manifest(model_uri: str) -> str:
+    """The manifest (``core.integrity``) of a logged model's files, as stored: downloaded, so
+    what is hashed is what a loader will get."""
+    with tempfile.TemporaryDirectory(prefix="mlcycle-manifest-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        return integrity.to_text(integrity.manifest_of(local))
 
 
 # --------------------------------------------------------------------------- loading safely
@@ -120,7 +119,7 @@ class LoadedModel:
     uri: str
     task: Task | None
     target: str | None
-    inputs: list[tuple[str, str, bool]]  # (column, MLflow type, required) from the signature
+    inputs: list[tuple[str, str, bool]]  # (column, type, required): the contract (older models: the signature)
     name: str | None = None  # registered model name and version, when the URI names one
     version: str | None = None
 
@@ -130,47 +129,88 @@ class LoadedModel:
 
 
 def load_model(uri: str) -> LoadedModel:
-    """Download and load an sklearn model through skops with mlcycle's own allowlist.
+    """Download a model into a temporary folder (nothing is written beside the artifacts),
+    verify it against the manifest its registered version carries (before reading any of
+    its files), and load it through skops with mlcycle's own allowlist.
 
-    Refuses pickle/cloudpickle models and models whose MLmodel declares trusted types beyond
-    ``TRUSTED_TYPES`` (that list is part of the artifact, so it proves nothing by itself).
+    Refuses: files that differ from the manifest, pickle/cloudpickle models, and models whose
+    MLmodel declares trusted types beyond ``TRUSTED_TYPES`` (that list is part of the
+    artifact, so it proves nothing by itself).
     """
     from mlflow.models import Model
 
+    with tempfile.TemporaryDirectory(prefix="mlcycle-model-") as tmp:
+        local, version = fetch(uri, Path(tmp))
+        try:
+            meta = Model.load(local)
+        except (MlflowException, OSError) as exc:
+            raise ModelLoadError(f"cannot load model {uri}: {first_line(exc)}") from None
+        model, contract = _read(local, meta, uri)
+    md = meta.metadata or {}
+    if contract is not None:
+        inputs = [(c["name"], c["type"], True) for c in contract["inputs"]]
+    elif meta.signature is not None and meta.signature.inputs.has_input_names():
+        inputs = [(c.name, _type_name(c.type), bool(c.required)) for c in meta.signature.inputs.inputs]
+    else:
+        inputs = []
+    task = Task(md["task"]) if md.get("task") in Task._value2member_map_ else None
+    name, number = (version.name, str(version.version)) if version is not None else _registered(uri)
+    return LoadedModel(model, uri, task, md.get("target"), inputs, name, number)
+
+
+def fetch(uri: str, dst: Path) -> tuple[Path, ModelVersion | None]:
+    """The model's files, downloaded into ``dst``; for a registered version, verified
+    against its manifest (``ModelIntegrityError`` naming each file that differs)."""
+    version = _version(uri)
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri)
-        meta = Model.load(local)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     except (MlflowException, OSError) as exc:
         raise ModelLoadError(f"cannot load model {uri}: {first_line(exc)}") from None
-    flavor = meta.flavors.get("sklearn")
-    if flavor is None:
-        raise ModelLoadError(f"model {uri} has no sklearn flavor (flavors: {', '.join(meta.flavors)})")
-    fmt = flavor.get("serialization_format", "pickle")
-    if fmt != "skops":
-        raise ModelLoadError(f"model {uri} is serialized with {fmt}; mlcycle loads only skops models (no pickle)")
-    extra = sorted(set(flavor.get("skops_trusted_types") or ()) - set(TRUSTED_TYPES))
-    if extra:
-        raise ModelLoadError(f"model {uri} asks to trust types mlcycle does not trust: {extra}")
+    if version is not None:
+        text = version.tags.get(MANIFEST_TAG)
+        if text is None:  # registered by an mlcycle that did not record manifests
+            log.warning("%s version %s has no integrity manifest; loading it unverified", version.name, version.version)
+        elif diffs := integrity.differences(local, integrity.from_text(text)):
+            shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+            raise ModelIntegrityError(
+                f"{uri}: the model's files differ from the manifest recorded when version {version.version} was "
+                f"registered ({shown}); refusing to load it"
+            )
+    return local, version
+
+
+def _read(local: Path, meta, uri: str) -> tuple[object, dict | None]:
+    """The Pipeline (and, for mlcycle pyfunc models, the input contract) from a verified folder."""
+    pyfunc = meta.flavors.get("python_function", {})
+    if pyfunc.get("loader_module") == flavor.__name__:  # never the file's own list of trusted types
+        data = local / pyfunc["data"]
+        payload, contract = (data / flavor.MODEL_FILE).read_bytes(), json.loads((data / flavor.CONTRACT_FILE).read_text())
+    elif (sklearn := meta.flavors.get("sklearn")) is not None:  # models logged before input contracts
+        fmt = sklearn.get("serialization_format", "pickle")
+        if fmt != "skops":
+            raise ModelLoadError(f"model {uri} is serialized with {fmt}; mlcycle loads only skops models (no pickle)")
+        extra = sorted(set(sklearn.get("skops_trusted_types") or ()) - set(TRUSTED_TYPES))
+        if extra:
+            raise ModelLoadError(f"model {uri} asks to trust types mlcycle does not trust: {extra}")
+        payload, contract = (local / sklearn["pickled_model"]).read_bytes(), None
+    else:
+        raise ModelLoadError(f"model {uri} is not an mlcycle model (flavors: {', '.join(meta.flavors)})")
     try:
-        model = load_skops((Path(local) / flavor["pickled_model"]).read_bytes())
+        return load_skops(payload), contract
     except Exception as exc:  # skops' UntrustedTypesFoundException, a corrupt file, ...
         raise ModelLoadError(f"cannot load model {uri} with skops: {first_line(exc)}") from None
-    md = meta.metadata or {}
-    inputs = []
-    if meta.signature is not None and meta.signature.inputs.has_input_names():
-        inputs = [(c.name, _type_name(c.type), bool(c.required)) for c in meta.signature.inputs.inputs]
-    task = Task(md["task"]) if md.get("task") in Task._value2member_map_ else None
-    name, version = _registered(uri)
-    return LoadedModel(model, uri, task, md.get("target"), inputs, name, version)
 
 
-def load_skops(payload: bytes) -> object:
-    """A skops payload, trusting ``TRUSTED_TYPES`` and nothing else (raises otherwise)."""
-    import skops.io
-
-    for old, new in MOVED_MODULES.items():
-        sys.modules.setdefault(old, importlib.import_module(new))
-    return skops.io.loads(payload, trusted=TRUSTED_TYPES)
+def _version(uri: str) -> ModelVersion | None:
+    """The registered version a ``models:/<name>/<version>`` or ``@alias`` URI names, else None."""
+    try:
+        parse_model_uri(uri)
+    except ValueError:
+        return None
+    try:
+        return resolve_uri(MlflowClient(), uri)
+    except MlcycleError as exc:
+        raise ModelLoadError(f"cannot load model {exc}") from None
 
 
 def _type_name(t) -> str:

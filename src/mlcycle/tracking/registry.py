@@ -23,7 +23,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mlcycle.config.schema import ChampionError, GateConfig, LockConfig, RegistryConfig, Task
+from mlcycle.config.schema import ChampionError, GateConfig, LockConfig, Task
 from mlcycle.core import gate as gate_mod
 from mlcycle.errors import MlcycleError, first_line
 from mlcycle.tracking.locks import registry_lock
@@ -154,26 +154,6 @@ class Promotion:
         return out
 
 
-@dataclass(frozen=True)
-class Registration:
-    name: str
-    version: str
-    aliases: tuple[str, ...]
-    promotion: Promotion
-
-    def run_tags(self) -> dict[str, str]:
-        """What the register stage's run says about it."""
-        p = self.promotion
-        return {ALIASES_TAG: ",".join(self.aliases), TAG_GATE: p.verdict, TAG_GATE_SUMMARY: p.summary[:5000],
-                PROMOTED_TAG: str(p.promoted).lower()}
-
-
-def register(model_uri: str, name: str, tags: dict[str, str]) -> str:
-    """Create a new version (no alias yet); returns its version number."""
-    version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
-    return str(version.version)
-
-
 def gate_policy(cfg: GateConfig, task: Task, primary: str | None = None) -> gate_mod.GatePolicy:
     from mlcycle.core.evaluation import primary_metric
 
@@ -205,53 +185,62 @@ def promote(
 ) -> Promotion:
     """The compare-and-set: under the lock, gate ``candidate`` against the current champion
     (re-scored on the candidate's test set) and move ``champion`` when it passes (or ``force``)."""
-    from mlcycle.core.evaluation import greater_is_better, metric_names
-    policy = gate_policy(gate_cfg, candidate.task, candidate.primary_metric)
     with registry_lock(mlflow.get_tracking_uri(), lock_cfg, name):
-        for _ in range(3):  # retry if a non-cooperating writer moved the champion meanwhile
-            champion = alias_version(client, name, champion_alias)
-            if champion == candidate.version:
-                return Promotion(name, candidate.version, False, "already-champion",
-                                 f"version {candidate.version} is already {champion_alias}", champion)
-            champion_metrics, error, ignored = None, None, None
-            if champion is not None and not force and gate_cfg.enabled:
-                champion_metrics, error = _score_champion(name, champion, candidate)
-                if error is not None and gate_cfg.on_champion_error is ChampionError.promote:
-                    ignored, error = error, None
-            decision = gate_mod.decide(
-                policy, candidate.metrics, champion_metrics, greater_is_better=greater_is_better,
-                applicable=metric_names(candidate.task), champion_version=champion, champion_error=error,
-            )
-            if alias_version(client, name, champion_alias) == champion:
-                break
-        else:
-            raise RegistryConflict(f"{name}@{champion_alias} kept moving while mlcycle held the registry lock")
+        return promote_locked(client, name, candidate, gate_cfg, champion_alias=champion_alias, force=force, reason=reason)
 
-        if force:
-            verdict, summary = "forced", f"forced by {current_user()}; gate not applied"
-        elif not gate_cfg.enabled:
-            verdict, summary = "disabled", "gate disabled (registry.gate.enabled=false)"
-        else:
-            verdict, summary = ("passed" if decision.passed else "failed"), decision.summary()
-        report = {**decision.to_dict(), "verdict": verdict, **candidate.notes}
-        if ignored is not None:
-            summary = (f"{summary}; champion version {champion} could not be scored ({ignored}) and was "
-                       "ignored (registry.gate.on_champion_error=promote)")
-            report["champion_error_ignored"] = ignored
-        client.set_model_version_tag(name, candidate.version, TAG_GATE, verdict)
-        client.set_model_version_tag(name, candidate.version, TAG_GATE_SUMMARY, summary)
-        client.set_model_version_tag(name, candidate.version, TAG_GATE_REPORT, json.dumps(report, default=str))
-        promoted = verdict in ("passed", "forced", "disabled")
-        if promoted:
-            text = summary if not reason else f"{reason} ({summary})"
-            move_alias(client, name, champion_alias, candidate.version, action="force" if force else "promote",
-                       reason=text, gate=report)
-            if champion is not None:
-                client.set_model_version_tag(name, candidate.version, TAG_PREVIOUS_CHAMPION, champion)
-        else:  # not a move, but part of the history: who tried, and the numbers that said no
-            audit(client, name, {"action": "rejected", "alias": champion_alias, "from": champion, "to": champion,
-                                 "candidate": candidate.version, "reason": summary, "gate": report})
-        return Promotion(name, candidate.version, promoted, verdict, summary, champion, decision)
+
+def promote_locked(
+    client: MlflowClient, name: str, candidate: Candidate, gate_cfg: GateConfig, *, champion_alias: str,
+    force: bool = False, reason: str | None = None,
+) -> Promotion:
+    """``promote``'s body, for a caller that holds the registry lock already."""
+    from mlcycle.core.evaluation import greater_is_better, metric_names
+
+    policy = gate_policy(gate_cfg, candidate.task, candidate.primary_metric)
+    for _ in range(3):  # retry if a non-cooperating writer moved the champion meanwhile
+        champion = alias_version(client, name, champion_alias)
+        if champion == candidate.version:
+            return Promotion(name, candidate.version, False, "already-champion",
+                             f"version {candidate.version} is already {champion_alias}", champion)
+        champion_metrics, error, ignored = None, None, None
+        if champion is not None and not force and gate_cfg.enabled:
+            champion_metrics, error = _score_champion(name, champion, candidate)
+            if error is not None and gate_cfg.on_champion_error is ChampionError.promote:
+                ignored, error = error, None
+        decision = gate_mod.decide(
+            policy, candidate.metrics, champion_metrics, greater_is_better=greater_is_better,
+            applicable=metric_names(candidate.task), champion_version=champion, champion_error=error,
+        )
+        if alias_version(client, name, champion_alias) == champion:
+            break
+    else:
+        raise RegistryConflict(f"{name}@{champion_alias} kept moving while mlcycle held the registry lock")
+
+    if force:
+        verdict, summary = "forced", f"forced by {current_user()}; gate not applied"
+    elif not gate_cfg.enabled:
+        verdict, summary = "disabled", "gate disabled (registry.gate.enabled=false)"
+    else:
+        verdict, summary = ("passed" if decision.passed else "failed"), decision.summary()
+    report = {**decision.to_dict(), "verdict": verdict, **candidate.notes}
+    if ignored is not None:
+        summary = (f"{summary}; champion version {champion} could not be scored ({ignored}) and was "
+                   "ignored (registry.gate.on_champion_error=promote)")
+        report["champion_error_ignored"] = ignored
+    client.set_model_version_tag(name, candidate.version, TAG_GATE, verdict)
+    client.set_model_version_tag(name, candidate.version, TAG_GATE_SUMMARY, summary)
+    client.set_model_version_tag(name, candidate.version, TAG_GATE_REPORT, json.dumps(report, default=str))
+    promoted = verdict in ("passed", "forced", "disabled")
+    if promoted:
+        if champion is not None:  # before the move: what a rollback (or an interrupted registration) restores
+            client.set_model_version_tag(name, candidate.version, TAG_PREVIOUS_CHAMPION, champion)
+        text = summary if not reason else f"{reason} ({summary})"
+        move_alias(client, name, champion_alias, candidate.version, action="force" if force else "promote",
+                   reason=text, gate=report)
+    else:  # not a move, but part of the history: who tried, and the numbers that said no
+        audit(client, name, {"action": "rejected", "alias": champion_alias, "from": champion, "to": champion,
+                             "candidate": candidate.version, "reason": summary, "gate": report})
+    return Promotion(name, candidate.version, promoted, verdict, summary, champion, decision)
 
 
 def _score_champion(name: str, version: str, candidate: Candidate) -> tuple[dict | None, str | None]:
@@ -263,18 +252,6 @@ def _score_champion(name: str, version: str, candidate: Candidate) -> tuple[dict
         return score(loaded, candidate.test, candidate.target), None
     except Exception as exc:
         return None, first_line(exc)
-
-
-def register_and_gate(model_uri: str, tags: dict[str, str], candidate: Candidate, reg: RegistryConfig) -> Registration:
-    """Register a new version, alias it ``challenger``, then run the gated promotion."""
-    client = MlflowClient()
-    candidate.version = register(model_uri, reg.model_name, tags)
-    with registry_lock(mlflow.get_tracking_uri(), reg.lock, reg.model_name):
-        move_alias(client, reg.model_name, reg.challenger_alias, candidate.version, action="register",
-                   reason=f"new version from run {tags.get(TAG_ROOT_RUN, '?')}")
-    promotion = promote(client, reg.model_name, candidate, reg.gate, reg.lock, champion_alias=reg.champion_alias)
-    aliases = (reg.challenger_alias, reg.champion_alias) if promotion.promoted else (reg.challenger_alias,)
-    return Registration(reg.model_name, candidate.version, aliases, promotion)
 
 
 def rollback(client: MlflowClient, name: str, lock_cfg: LockConfig, *, champion_alias: str,

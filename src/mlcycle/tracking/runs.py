@@ -11,7 +11,9 @@
   flushed in every case. Root and stage runs carry their owner process from creation
   (``core.liveness``), so runs a SIGKILL left RUNNING can be told from live ones
   (``hygiene``);
-* finding: ``root_of``, ``children``, ``find_stage``.
+* finding: ``root_of``, ``children``, ``find_stage``, and ``outputs_run`` /
+  ``stage_outputs``: the run that holds a stage's outputs (itself, or the earlier run a
+  cache hit reused), which every reader of a pipeline's data goes through.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ STAGE_TAG = "mlcycle.stage"  # on stage runs: the stage's name
 STUDY_TAG = "mlcycle.study_name"  # on tune runs: the Optuna study they worked on
 TOKEN_TAG = "mlcycle.create_token"  # unique per created run: finds the twin of a retried create
 GHOST_TAG = "mlcycle.ghost"  # on a deleted duplicate: why it was removed
+SOURCE_TAG = "mlcycle.cache_source_run"  # on a stage run served from the step cache: the run it reused
 
 # values of KIND_TAG
 KIND_PIPELINE, KIND_STAGE, KIND_TRIAL = "pipeline", "stage", "trial"
@@ -312,3 +315,22 @@ def find_stage(client: MlflowClient, experiment_id: str, root_run_id: str, stage
         max_results=1,
     )
     return runs[0] if runs else None
+
+
+def outputs_run(client: MlflowClient, run: Run) -> Run:
+    """The run that holds a stage run's outputs and artifacts: itself, or on a cache hit the
+    earlier run it reused (itself again when that one is gone)."""
+    source = run.data.tags.get(SOURCE_TAG)
+    if source and source != run.info.run_id:
+        try:
+            return client.get_run(source)
+        except MlflowException:
+            return run
+    return run
+
+
+def stage_outputs(client: MlflowClient, root_run_id: str, stage: str) -> Run | None:
+    """The run holding the outputs of a pipeline's ``stage`` (None if it did not run)."""
+    root = client.get_run(root_run_id)
+    found = find_stage(client, root.info.experiment_id, root_run_id, stage)
+    return outputs_run(client, found) if found is not None else None
