@@ -3,6 +3,7 @@ pickle, mlcycle's own skops allowlist."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 from pathlib import Path
@@ -40,7 +41,11 @@ def test_batch_scoring_round_trip_equals_in_process_predictions(trained, tmp_pat
     out = tmp_path / "scored.parquet"
 
     assert main(["predict", "--input", str(source), "--output", str(out)]) == 0
-    assert f"scored {len(frame)} of {len(frame)} rows" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"scored {len(frame)} of {len(frame)} rows" in printed
+    # columns the model does not use (an id, the label) are ignored, kept and reported
+    ignored = ["row_id", state.schema.target]
+    assert f"ignored 2 column(s) the model does not use (kept in the output): {', '.join(ignored)}" in printed
     scored = pd.read_parquet(out)
     X = state.splits.test[list(state.schema.features)]
     assert scored["row_id"].tolist() == list(range(len(frame)))
@@ -57,6 +62,7 @@ def test_batch_scoring_round_trip_equals_in_process_predictions(trained, tmp_pat
     assert run.data.metrics["rows_rejected"] == 0
     assert run.data.params["scoring.model_uri"] == f"models:/{NAME}@champion"
     assert run.data.tags["mlcycle.model_version"] == "1"
+    assert json.loads(run.data.params["scoring.ignored_columns"]) == ignored
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == "batch.csv"
     assert [t.value for t in dataset_input.tags if t.key == "mlflow.data.context"] == ["scoring"]

@@ -1,10 +1,14 @@
-"""`mlflow models serve` on the registered champion: a real server on 127.0.0.1, round trip
-equal to in-process predictions, and bad requests answered 4xx while the server stays up."""
+"""`mlcycle serve` (which verifies the champion's files, then runs `mlflow models serve` on
+them) on 127.0.0.1: round trips equal to in-process predictions for JSON (split and records)
+and CSV requests, probabilities on request, bad requests answered 4xx without echoing the
+request while the server stays up, and the README's own curl example."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +24,6 @@ import pytest
 
 from mlcycle import pipeline
 from tests.conftest import subprocess_env
-from tests.integration.registry_helpers import NAME
 
 
 def free_port() -> int:
@@ -47,21 +51,21 @@ def as_request(frame) -> str:
     return json.dumps({"dataframe_split": {"columns": split["columns"], "data": split["data"]}})
 
 
-@pytest.fixture
-def server(tiny_cfg, store, tmp_path):
-    result = pipeline.run(tiny_cfg("evaluate.plots=false"))
+@contextlib.contextmanager
+def serving(store: str, tmp_path: Path, *overrides: str) -> Iterator[str]:
+    """`mlcycle serve` in a subprocess; yields its base URL, stops it afterwards."""
     port = free_port()
-    with open(tmp_path / "serve.log", "w") as log:
+    log = tmp_path / f"serve-{port}.log"
+    with open(log, "w") as out:
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion",
-             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-            env=subprocess_env(store, tmp_path), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "mlcycle", "serve", "--port", str(port), *overrides],
+            env=subprocess_env(store, tmp_path), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            assert proc.poll() is None, log.read_text()
             try:
                 with urllib.request.urlopen(f"{base}/ping", timeout=2) as r:
                     if r.status == 200:
@@ -70,7 +74,8 @@ def server(tiny_cfg, store, tmp_path):
                 pass
             assert time.monotonic() < deadline, "server did not answer /ping in 120 s"
             time.sleep(0.5)
-        yield base, result
+        assert "verified" in log.read_text().splitlines()[0]
+        yield base
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -78,6 +83,13 @@ def server(tiny_cfg, store, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture
+def server(tiny_cfg, store, tmp_path):
+    result = pipeline.run(tiny_cfg("evaluate.plots=false"))
+    with serving(store, tmp_path) as base:
+        yield base, result
 
 
 def test_serving_round_trip_and_bad_requests(server):
@@ -119,3 +131,59 @@ def test_serving_round_trip_and_bad_requests(server):
 
     status, body = post(url, as_request(X.head(5)))  # still up after the bad requests
     assert status == 200 and len(body["predictions"]) == 5
+
+
+def test_serving_takes_real_exports_as_json_and_csv(tiny_cfg, store, tmp_path):
+    """Integer, nullable integer, boolean, text and date columns, through every request format."""
+    import pandas as pd
+
+    from tests.integration.test_deployment_contract import export
+
+    path, target = export("breast_cancer", "csv", tmp_path)
+    result = pipeline.run(tiny_cfg("data=csv", f"data.path={path}", f"data.target={target}", "data.name=served",
+                                   "evaluate.plots=false"))
+    raw = pd.read_csv(path).drop(columns=[target]).head(20)
+    expected = result.state.model.predict(raw)
+    with serving(store, tmp_path, "models:/mlcycle-served@champion") as base:  # the URI as first argument
+        url = f"{base}/invocations"
+        records = json.loads(raw.to_json(orient="records"))
+        records[0]["visits"] = records[1]["visit_date"] = records[2]["smoker"] = None  # missing: imputed
+        answers = {
+            "split": post(url, as_request(raw)),
+            "records": post(url, json.dumps({"dataframe_records": records})),
+            "csv": post(url, raw.to_csv(index=False), "text/csv"),
+            "csv with the index column": post(url, raw.to_csv(), "text/csv"),  # an extra column: ignored
+        }
+        for kind, (status, body) in answers.items():
+            assert status == 200, (kind, body)
+            got = np.asarray(body["predictions"])
+            if kind == "records":
+                assert len(got) == len(raw) and (got[3:] == expected[3:]).all()
+            else:
+                np.testing.assert_array_equal(got, expected, err_msg=kind)
+
+        status, body = post(url, json.dumps({"dataframe_records": records[3:6], "params": {"output": "probabilities"}}))
+        assert status == 200
+        proba = result.state.model.predict_proba(raw.iloc[3:6])
+        classes = result.state.model.classes_
+        for row, want in zip(body["predictions"], proba, strict=True):
+            assert [row[f"probability_{c}"] for c in classes] == pytest.approx(list(want))
+
+        records[4]["year"] = "next year"
+        status, body = post(url, json.dumps({"dataframe_records": records}))
+        assert status == 400 and body["message"] == (
+            "1 row(s) with a value that does not fit its column: row 5: column 'year' is not a valid integer"
+        )
+
+
+def test_the_readme_curl_example_answers_probabilities(server):
+    """The README's serving example, run as written against the served champion."""
+    base, _ = server
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"<!-- tested: serving curl -->\n```bash\n(.*?)```", readme, re.S).group(1)
+    assert "http://127.0.0.1:5001/invocations" in block
+    done = subprocess.run(["bash", "-c", block.replace("http://127.0.0.1:5001", base)], capture_output=True,
+                          text=True, timeout=60, check=True)
+    answer = json.loads(done.stdout)["predictions"]
+    assert len(answer) == 2 and all(set(row) == {"prediction", "probability_0", "probability_1"} for row in answer)
+    assert all(abs(row["probability_0"] + row["probability_1"] - 1) < 1e-9 for row in answer)

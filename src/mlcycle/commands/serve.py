@@ -26,15 +26,19 @@ DEFAULT_PORT = 5001
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mlcycle serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-uri", help="default: models:/<registry.model_name>@<champion alias>")
+    parser.add_argument("--model-uri", help="or as the first argument; default: models:/<registry.model_name>@<champion alias>")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT} (make ui uses 5000)")
     args = _common.parse(parser, argv)
+    # `mlcycle serve models:/name@alias`: a model URI may also come first, where overrides go
+    uris = [a for a in args.overrides if "=" not in a]
+    if len(uris) > 1 or (uris and args.model_uri):
+        parser.error(f"one model URI, got {', '.join(filter(None, [args.model_uri, *uris]))}")
     from mlcycle.config.load import compose
     from mlcycle.tracking.model_io import fetch
 
-    cfg = compose(args.overrides)
+    cfg = compose([a for a in args.overrides if "=" in a])
     _common.connect(cfg)
-    model_uri = args.model_uri or f"models:/{cfg.registry.model_name}@{cfg.registry.champion_alias}"
+    model_uri = args.model_uri or next(iter(uris), None) or f"models:/{cfg.registry.model_name}@{cfg.registry.champion_alias}"
     bin_dir = Path(sys.executable).parent  # mlflow and uvicorn of this environment
     with tempfile.TemporaryDirectory(prefix="mlcycle-serve-") as tmp:
         local, version = fetch(model_uri, Path(tmp))
