@@ -23,7 +23,7 @@ from mlcycle.config.schema import Config
 from mlcycle.core.masking import mask_text, mask_tree, mask_values
 from mlcycle.errors import PipelineTerminated
 from mlcycle.stages.base import State
-from mlcycle.tracking import lineage
+from mlcycle.tracking import hygiene, lineage
 from mlcycle.tracking.artifacts import log_artifact_dict
 from mlcycle.tracking.cache import StageCache
 from mlcycle.tracking.registry import (
@@ -34,7 +34,7 @@ from mlcycle.tracking.registry import (
     TAG_ROOT_RUN,
 )
 from mlcycle.tracking.remote import check_tracking_store, resolve_tracking_uri
-from mlcycle.tracking.runs import prepare_experiment, root_run, stage_run
+from mlcycle.tracking.runs import root_run, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def run(cfg: Config) -> PipelineResult:
     for stage in plan:  # a setting that cannot work with this store: before any run
         stage.precheck(cfg, uri)
     check_tracking_store(uri, cfg.mlflow.connect_timeout)  # fail in seconds, before any work
-    experiment_id = prepare_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location)
+    experiment_id = hygiene.open_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location, "pipeline")
     resolved = as_dict(cfg)
     made_from = {
         **lineage.git_state(Path(cfg.paths.root)),

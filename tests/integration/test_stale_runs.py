@@ -155,3 +155,60 @@ def test_secrets_in_the_config_never_reach_the_store(tiny_cfg):
     )
     everything = " ".join([*root.data.params.values(), *root.data.tags.values()])
     assert "hunter" not in everything
+
+
+def test_the_next_pipeline_closes_what_a_killed_pipeline_left_running(tiny_cfg, store, tmp_path, dead_owner, caplog):
+    """SIGKILL a real `mlcycle train` mid-tune: its root and tune runs stay RUNNING. The next
+    pipeline on the store closes them FAILED with the reason, and leaves alone a live
+    process's run, another host's run and a run made outside mlcycle."""
+    import os
+    import signal
+
+    from tests.conftest import TINY, subprocess_env
+    from tests.server.harness import wait_for
+
+    log = tmp_path / "killed.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mlcycle", "train", *TINY, "tune.n_trials=5000",
+                                 "registry.enabled=false"], env=subprocess_env(store, tmp_path), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    client = MlflowClient()
+
+    def tune_with_trials():
+        assert proc.poll() is None, log.read_text()[-3000:]
+        exp = client.get_experiment_by_name("mlcycle")
+        tune = exp and client.search_runs(
+            [exp.experiment_id], "tags.`mlcycle.stage` = 'tune' and attributes.status = 'RUNNING'")
+        if tune and client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{tune[0].info.run_id}'"):
+            return exp.experiment_id
+        return None
+
+    try:
+        exp = wait_for(tune_with_trials, 300, "the tune stage to log trials", interval=0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    running = client.search_runs([exp], "attributes.status = 'RUNNING'")
+    kinds = sorted(r.data.tags.get("mlcycle.run_kind") for r in running)
+    # the root run, the tune stage run, and trial runs the killed writer was writing (if any)
+    assert kinds[:2] == ["pipeline", "stage"] and set(kinds[2:]) <= {"trial"}, kinds
+    left = {r.info.run_id for r in running}
+    alive = make_run(client, exp, "alive", liveness.current())
+    elsewhere = make_run(client, exp, "elsewhere", replace(dead_owner, host="other-host"))
+    untagged = make_run(client, exp, "untagged")
+
+    with caplog.at_level("WARNING", logger="mlcycle.tracking.hygiene"):
+        result = pipeline.run(tiny_cfg("registry.enabled=false", "evaluate.plots=false"))
+
+    for run_id in left:
+        run = client.get_run(run_id)
+        assert run.info.status == "FAILED", run.info.run_name
+        assert run.data.tags["mlcycle.closed_stale"] == "true"
+        assert run.data.tags["mlcycle.error"] == (
+            f"stale: process {proc.pid} on {liveness.current().host} is gone; "
+            f"closed by the next mlcycle pipeline (pid {os.getpid()})"
+        )
+        assert f"closed run {run_id}" in caplog.text  # and said so
+    for run_id in (alive, elsewhere, untagged):
+        assert client.get_run(run_id).info.status == "RUNNING"
+    assert client.get_run(result.run_id).info.status == "FINISHED"

@@ -37,8 +37,9 @@ def main(argv: list[str]) -> int:
     from mlcycle.config.load import compose
     from mlcycle.core import data
     from mlcycle.errors import DataError
+    from mlcycle.tracking import hygiene
     from mlcycle.tracking.model_io import MODEL_URI_TAG
-    from mlcycle.tracking.runs import KIND_PREDICT, prepare_experiment, root_run
+    from mlcycle.tracking.runs import KIND_PREDICT, root_run
 
     cfg = compose(args.overrides)
     _, uri = _common.connect(cfg)
@@ -47,7 +48,7 @@ def main(argv: list[str]) -> int:
     output = data.resolve_path(args.output)
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise DataError(f"--output must end in .csv or .parquet, got {output}")
-    experiment_id = prepare_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location)
+    experiment_id = hygiene.open_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location, "predict")
     started = time.perf_counter()
     with root_run(experiment_id, f"predict-{source.stem}", {MODEL_URI_TAG: model_uri}, kind=KIND_PREDICT) as run:
         # "scoring." prefix: under `mlflow run` the entry point's own parameters (model_uri,

@@ -32,10 +32,11 @@ from mlcycle.monitoring.retrain import (
     retrain,
 )
 from mlcycle.pipeline import sigterm_raises
+from mlcycle.tracking import hygiene
 from mlcycle.tracking.artifacts import log_artifact_dict, log_frames, log_text
 from mlcycle.tracking.model_io import load_model
 from mlcycle.tracking.remote import check_tracking_store, resolve_tracking_uri
-from mlcycle.tracking.runs import KIND_MONITOR, MAX_TAG_LENGTH, prepare_experiment, root_run
+from mlcycle.tracking.runs import KIND_MONITOR, MAX_TAG_LENGTH, root_run
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def monitor(cfg: MonitorAppConfig) -> MonitorResult:
     """Compare a new batch with the watched model's reference data; log and act on it."""
     uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
     check_tracking_store(uri, cfg.mlflow.connect_timeout)  # fail in seconds, before any work
-    experiment_id = prepare_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location)
+    experiment_id = hygiene.open_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location, "monitor")
     client = MlflowClient(uri)
     found = examine(cfg, client)
     run_id = log_monitoring_run(cfg, experiment_id, found)

@@ -1,7 +1,10 @@
 """Closing runs left RUNNING by a process that no longer exists (SIGKILL, OOM, power loss).
 
-One mechanism, used by ``mlcycle runs close-stale`` and by a tune stage that resumes a
-study a dead process was working on:
+One mechanism, used by ``mlcycle runs close-stale``, by a tune stage that resumes a
+study a dead process was working on, and by every command that opens an experiment to log
+into (``open_experiment``: train, predict, monitor), which first closes the runs there whose
+owner process on this host is gone, so a SIGKILL or an out-of-memory kill leaves nothing
+RUNNING past the next command:
 
 * ``judge`` decides, for each RUNNING run, from its owner tags (``core.liveness``; trial
   runs inherit their parent's owner):
@@ -22,6 +25,8 @@ Optuna's own trials are reaped by ``core.tuning`` with the same liveness judgeme
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from dataclasses import dataclass, replace
 
@@ -38,10 +43,14 @@ from mlcycle.tracking.runs import (
     PARENT_TAG,
     TOKEN_TAG,
     children,
+    connect,
     end_ghost,
+    prepare_experiment,
     root_of,
     search_all,
 )
+
+log = logging.getLogger(__name__)
 
 CLOSED_TAG = "mlcycle.closed_stale"
 CLOSE, DELETE, KEEP = "close", "delete", "keep"
@@ -144,6 +153,35 @@ def apply(client: MlflowClient, verdicts: list[Verdict], closed_by: str = BY_COM
         except MlflowException as exc:
             failed[v.run_id] = exc.message.splitlines()[0] if exc.message else str(exc)
     return failed
+
+
+def open_experiment(tracking_uri: str, experiment_name: str, artifact_location: str | None, opened_by: str) -> str:
+    """The experiment to log into (``runs.prepare_experiment``), after closing the runs in it
+    that a dead process of this host left RUNNING (``sweep``). ``opened_by`` names the
+    command for the closed runs' reason tag (``pipeline``, ``predict``, ``monitor``)."""
+    experiment_id = prepare_experiment(tracking_uri, experiment_name, artifact_location)
+    sweep(connect(tracking_uri), [experiment_id], closed_by=f"the next mlcycle {opened_by} (pid {os.getpid()})")
+    return experiment_id
+
+
+def sweep(client: MlflowClient, experiment_ids: list[str], closed_by: str) -> list[Verdict]:
+    """Close (FAILED, with the reason) the RUNNING runs whose owner process on this host is
+    gone, with the rest of their pipeline tree, and delete the ghosts among them. A live
+    owner, another host's runs and runs without owner tags are never touched here (only
+    ``mlcycle runs close-stale --older-than`` closes those). Each change is logged; a store
+    that refuses one (e.g. no EDIT permission) is a warning, never the command's failure."""
+    try:
+        dead = [v for v in judge(client, running_runs(client, experiment_ids)) if v.action != KEEP]
+        verdicts = with_trees(client, dead)
+        failed = apply(client, verdicts, closed_by)
+    except MlflowException as exc:
+        log.warning("could not check for runs left RUNNING by dead processes: %s", exc.message.splitlines()[0])
+        return []
+    for v in verdicts:
+        done = f"could not {v.action} ({failed[v.run_id]})" if v.run_id in failed else \
+            ("closed" if v.action == CLOSE else "deleted")
+        log.warning("%s run %s (%s) left RUNNING: %s", done, v.run_id, v.run_name or "-", v.reason)
+    return [v for v in verdicts if v.run_id not in failed]
 
 
 def _get(client: MlflowClient, run_id: str) -> Run | None:
