@@ -44,6 +44,7 @@ def bare(cfg, state) -> dict:
     import numpy as np
     import optuna
 
+    from mlcycle.core import threads
     from mlcycle.core.evaluation import greater_is_better, primary_metric
     from mlcycle.core.modeling import (
         build_estimator,
@@ -52,7 +53,7 @@ def bare(cfg, state) -> dict:
         iter_fold_scores,
         prepare_folds,
     )
-    from mlcycle.core.tuning import suggest, thread_limits
+    from mlcycle.core.tuning import suggest
 
     schema = state.schema
     metric = primary_metric(cfg.evaluate.primary_metric, schema.task)
@@ -70,7 +71,8 @@ def bare(cfg, state) -> dict:
         sampler=optuna.samplers.TPESampler(seed=cfg.tune.seed),
     )
     started = time.perf_counter()
-    with thread_limits(1, cfg.tune.blas_threads):  # the same thread pools as the tune stage's trials
+    # the same thread pools as the tune stage's trials (one job)
+    with threads.limited(threads.per_job(1, cfg.threads_per_fit), cfg.tune.blas_threads):
         study.optimize(objective, n_trials=cfg.tune.n_trials)
     return {"study_s": time.perf_counter() - started, "blocked_ms": 0.0, "wait_s": 0.0, "best": study.best_value, "writer": "-"}
 

@@ -20,6 +20,7 @@ import mlcycle
 from mlcycle import report, stages
 from mlcycle.config.load import as_dict, flatten
 from mlcycle.config.schema import Config
+from mlcycle.core import threads
 from mlcycle.core.masking import mask_text, mask_tree, mask_values
 from mlcycle.errors import PipelineTerminated
 from mlcycle.stages.base import State
@@ -65,7 +66,8 @@ def run(cfg: Config) -> PipelineResult:
     root_tags = lineage.lineage_tags(made_from) | {lineage.DATA_NAME_TAG: cfg.data.name} | mask_values(dict(cfg.mlflow.tags))
 
     # report.at_end comes first so it runs after the root run has ended (status, error tag)
-    with report.at_end(cfg.report.enabled) as report_hook, sigterm_raises(), \
+    threads.preset(cfg.threads_per_fit)  # for the processes it starts (tune workers)
+    with report.at_end(cfg.report.enabled) as report_hook, sigterm_raises(), threads.limited(cfg.threads_per_fit), \
             root_run(experiment_id, run_name, root_tags) as root:
         report_hook.root_run_id = root.run_id  # report.html is logged on it, also on failure
         log.info("root run %s in experiment %s (%s)", root.run_id, experiment_id, mask_text(uri))

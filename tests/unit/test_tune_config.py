@@ -15,7 +15,7 @@ from tests.conftest import compose
 def test_every_sampler_option_composes_with_the_documented_defaults(option):
     tune = compose([f"tune={option}"]).tune
     assert tune.sampler == option
-    assert (tune.n_trials, tune.cv_folds, tune.n_jobs, tune.pruner, tune.storage) == (20, 3, 1, "none", None)
+    assert (tune.n_trials, tune.cv_folds, tune.n_jobs, tune.pruner, tune.storage) == (20, 3, None, "none", None)
     assert tune.parallel is Parallel.process
 
 

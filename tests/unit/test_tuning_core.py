@@ -178,25 +178,63 @@ class BLASProbe(LogisticRegression):
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to tell a cap from the default")
-@pytest.mark.parametrize("blas_threads", [1, None])
-def test_trials_get_the_configured_blas_threads_and_every_openmp_thread(blas_threads):
-    """tune.blas_threads caps BLAS inside trials (default 1: multithreaded BLAS spins on
-    these sizes) and leaves OpenMP (histogram gradient boosting) with every core; null
-    leaves BLAS alone. Outside the study the limits are restored."""
+@pytest.mark.parametrize(("threads_per_fit", "blas_threads"), [(1, 1), (None, 1), (None, None)])
+def test_trials_get_the_configured_threads(threads_per_fit, blas_threads):
+    """threads_per_fit (default 1 in the config) caps OpenMP and BLAS inside trials: one
+    thread never spins against other work. null leaves OpenMP with every core, and
+    tune.blas_threads caps BLAS alone (null: BLAS left alone too). Outside the study the
+    limits are restored."""
     from threadpoolctl import threadpool_info
 
     before = {(p["user_api"], p["num_threads"]) for p in threadpool_info()}
-    assert ("blas", 1) not in before  # else the test could not tell a cap from the default
+    assert ("blas", 1) not in before and ("openmp", 1) not in before  # else a cap could not be told apart
     BLASProbe.seen.clear()
     spec = replace(LOGREG, estimator=f"{__name__}.BLASProbe")
     search = tuning.Search.of(study_name="blas", n_trials=2, seed=1, blas_threads=blas_threads)
-    tuning.optimize(small_objective(spec), search)
+    tuning.optimize(small_objective(spec), search, threads_per_fit=threads_per_fit)
     cores = len(os.sched_getaffinity(0))
     blas = {n for api, n in BLASProbe.seen if api == "blas"}
     openmp = {n for api, n in BLASProbe.seen if api == "openmp"}
-    assert blas == ({1} if blas_threads == 1 else {n for api, n in before if api == "blas"})
-    assert openmp == {cores}
+    default_blas = {n for api, n in before if api == "blas"}
+    assert blas == ({1} if threads_per_fit == 1 or blas_threads == 1 else default_blas)
+    assert openmp == ({1} if threads_per_fit == 1 else {cores})
     assert {(p["user_api"], p["num_threads"]) for p in threadpool_info()} == before
+
+
+def test_auto_parallelism_starts_workers_only_when_they_pay_back():
+    """tune.n_jobs=null: the first trial's duration decides (core.tuning.optimize)."""
+    from mlcycle.core.tuning.optimize import PAYBACK, WORKER_START_SECONDS, jobs_worth_starting
+
+    pays_back = WORKER_START_SECONDS * PAYBACK
+    assert jobs_worth_starting(0.1, 19, cores=2) == 1  # 1.9 s of trials left: start-up would dominate
+    assert jobs_worth_starting(pays_back / 19 * 1.01, 19, cores=2) == 2
+    assert jobs_worth_starting(pays_back, 19, cores=8) == 8
+    assert jobs_worth_starting(pays_back, 3, cores=8) == 3  # no more workers than trials left
+    assert jobs_worth_starting(pays_back, 1, cores=8) == 1
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="auto stays at one job on one core")
+def test_auto_parallelism_runs_the_rest_in_processes_when_trials_are_slow(monkeypatch):
+    """With a start-up cost made negligible, auto runs the trials left after the first with
+    one process per core; every trial is run once and reported."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("mlcycle.core.tuning.optimize"), "WORKER_START_SECONDS", 1e-6)
+    seen = []
+    search = tuning.Search.of(study_name="auto", n_trials=6, seed=3)
+    result = tuning.optimize(small_objective(), search, n_jobs=None, on_trial=seen.append, threads_per_fit=1)
+    assert result.n_jobs == min(len(os.sched_getaffinity(0)), 5)
+    assert sorted(r.number for r in seen) == list(range(6)) and result.n_run == 6
+    # the workers' share depends on how fast they start (tests/integration/test_tuning_parallel.py
+    # checks trials spread over processes); here: each trial once, from at most that many
+    assert 1 <= len({r.worker for r in seen}) <= result.n_jobs
+
+
+def test_auto_parallelism_keeps_fast_trials_in_this_process():
+    seen = []
+    result = tuning.optimize(small_objective(), tuning.Search.of(study_name="fast", n_trials=4, seed=3), n_jobs=None,
+                             on_trial=seen.append)
+    assert result.n_jobs == 1 and len({r.worker for r in seen}) == 1 and result.n_run == 4
 
 
 def test_pruned_trials_report_the_folds_they_scored():

@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
                         help="skip: score the other rows and report the bad ones (default); fail: stop")
     args = _common.parse(parser, argv)
     from mlcycle.config.load import compose
-    from mlcycle.core import data
+    from mlcycle.core import data, threads
     from mlcycle.errors import DataError
     from mlcycle.tracking import hygiene
     from mlcycle.tracking.model_io import MODEL_URI_TAG
@@ -55,7 +55,8 @@ def main(argv: list[str]) -> int:
         # input, ...) are already logged on this run with their raw values
         run.log.log_params({"scoring.model_uri": model_uri, "scoring.input": str(source),
                             "scoring.output": str(output), "scoring.on_bad_rows": args.on_bad_rows})
-        summary = score_file(run, model_uri, source, output, args.on_bad_rows)
+        with threads.limited(cfg.threads_per_fit):
+            summary = score_file(run, model_uri, source, output, args.on_bad_rows)
         run.log.metric(duration_seconds=time.perf_counter() - started)
     print(summary)
     return 0

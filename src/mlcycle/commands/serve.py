@@ -34,6 +34,7 @@ def main(argv: list[str]) -> int:
     if len(uris) > 1 or (uris and args.model_uri):
         parser.error(f"one model URI, got {', '.join(filter(None, [args.model_uri, *uris]))}")
     from mlcycle.config.load import compose
+    from mlcycle.core import threads
     from mlcycle.tracking.model_io import fetch
 
     cfg = compose([a for a in args.overrides if "=" in a])
@@ -45,6 +46,7 @@ def main(argv: list[str]) -> int:
         what = f"{version.name} version {version.version}, verified" if version is not None else "not a registered version: unverified"
         print(f"mlcycle serve: {model_uri} ({what}) on http://127.0.0.1:{args.port}/invocations", flush=True)
         env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        threads.preset(cfg.threads_per_fit, env)  # each request's predict: threads_per_fit threads
         cmd = [str(bin_dir / "mlflow"), "models", "serve", "-m", str(local), "--env-manager", "local",
                "-h", "127.0.0.1", "-p", str(args.port)]
         try:

@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--n-trials", type=_optional_int, default=None, help="study target (default: the tune run's n_trials)")
     parser.add_argument("--max-trials", type=_optional_int, default=None, help="run at most this many trials here")
-    parser.add_argument("--n-jobs", type=int, default=1, help="trials in parallel on this machine")
+    parser.add_argument("--n-jobs", type=int, default=None, help="trials in parallel on this machine (default: auto, as tune.n_jobs)")
     parser.add_argument("--parallel", choices=("process", "thread"), default="process")
     parser.add_argument("--timeout", type=float, default=None, help="seconds; no new trial starts after it")
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else the project's store")
@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     from mlcycle.tracking.runs import KIND_TAG, KIND_TUNE_WORKER, STAGE_TAG
     from mlcycle.tracking.study import fetch_objective, run_study
 
-    client, uri = _common.connect(compose(), args.tracking_uri)
+    cfg = compose()
+    client, uri = _common.connect(cfg, args.tracking_uri)
     try:
         tune_run = client.get_run(args.tune_run_id)
     except Exception:
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     done = run_study(
         client, tune_run.info.experiment_id, args.tune_run_id, objective, search, progress=not args.quiet,
         n_jobs=args.n_jobs, parallel=args.parallel, max_trials=args.max_trials, worker_seed=_worker_seed(),
+        threads_per_fit=cfg.threads_per_fit,
     )
     result = done.result
     if run_id := os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run -e tune_worker`

@@ -211,7 +211,7 @@ class TuneConfig(Checked):
     KEY = "tune"
     RULES = {
         "n_trials": at_least(1), "timeout": or_null(positive()), "cv_folds": at_least(2),
-        "n_jobs": at_least(1), "blas_threads": or_null(at_least(1)),
+        "n_jobs": or_null(at_least(1)), "blas_threads": or_null(at_least(1)),
         "heartbeat_interval": at_least(1), "max_retry": at_least(0),
     }
 
@@ -222,7 +222,7 @@ class TuneConfig(Checked):
     seed: int = "${seed}"  # type: ignore[assignment]
     pruner: Pruner = Pruner.none  # fed by the mean score over the folds so far
     pruner_startup_trials: int = 5  # trials that finish before any is pruned
-    n_jobs: int = 1  # trials in parallel in this invocation
+    n_jobs: int | None = None  # trials in parallel in this invocation; null: auto (core/tuning/optimize.py)
     parallel: Parallel = Parallel.process
     blas_threads: int | None = 1  # BLAS threads per trial; null: the library default
     trial_writer: TrialWriterKind = TrialWriterKind.auto  # who writes the trial runs
@@ -251,7 +251,7 @@ class TuneConfig(Checked):
             "PostgreSQL/MySQL URL (postgresql+psycopg2://user@host/db)",
         )
         self.require(
-            not (storage.startswith("sqlite:") and self.n_jobs > 1 and self.parallel is Parallel.process),
+            not (storage.startswith("sqlite:") and (self.n_jobs or 1) > 1 and self.parallel is Parallel.process),
             f"tune.storage {storage!r} is sqlite, which several processes must not share "
             f"(tune.n_jobs={self.n_jobs} with tune.parallel=process); use tune.parallel=thread, "
             "a journal file (tune.storage=journal:///path/study.log) or PostgreSQL",
@@ -349,9 +349,10 @@ class CacheConfig(Checked):
 
 @dataclass
 class Config(Checked):
-    RULES = {"stages": among(STAGES, "stage")}
+    RULES = {"stages": among(STAGES, "stage"), "threads_per_fit": or_null(at_least(1))}
 
     seed: int = 42
+    threads_per_fit: int | None = 1  # OpenMP/BLAS threads of each fit and prediction (core/threads.py)
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)

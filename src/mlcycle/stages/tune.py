@@ -44,19 +44,22 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     run.log.set_tags({STUDY_TAG: search.study_name})
     run.log.log_params({"metric": metric, "study_name": search.study_name, "estimator": spec.estimator,
                         "storage": mask_uri(tune.storage) if tune.storage else "memory",
-                        **{k: getattr(tune, k) for k in LOGGED}})
+                        **{k: getattr(tune, k) for k in LOGGED}, "n_jobs": tune.n_jobs or "auto",
+                        "threads_per_fit": cfg.threads_per_fit or "default"})
     if tune.storage:
         study.close_stale_attempts(run, search.study_name)
     if tuning.is_shared(tune.storage):
         study.share_objective(run, rows, description, search)
     run.log.flush()  # study name and parameters visible to workers while trials run
     done = study.run_study(run.log.client, run.experiment_id, run.run_id, objective, search, writer=tune.trial_writer,
-                           progress=tune.progress_bar, n_jobs=tune.n_jobs, parallel=tune.parallel)
+                           progress=tune.progress_bar, n_jobs=tune.n_jobs, parallel=tune.parallel,
+                           threads_per_fit=cfg.threads_per_fit)
     best = done.result
     # sanity check against the held-out validation rows: the best configuration fitted on train only
     val_score = holdout_score(state.preprocessor, spec, best.best_params, cfg.seed, state.train, state.validation,
                               schema, metric)
-    run.log.log_params({"trial_writer": done.writer, **{f"best.{k}": v for k, v in best.best_params.items()}})
+    run.log.log_params({"trial_writer": done.writer, "n_jobs_used": best.n_jobs,
+                        **{f"best.{k}": v for k, v in best.best_params.items()}})
     run.log.set_tags({"mlcycle.best_trial": best.best_number})
     run.log.log_metrics({f"best_cv_{metric}": best.best_value, f"val_{metric}": val_score,
                          "folds_prepare_seconds": folds_seconds, **done.metrics()})

@@ -11,7 +11,7 @@ The names below are the package's API (``from mlcycle.core import tuning``).
 """
 
 from mlcycle.core.tuning.objective import Objective, describe_objective, objective_from_description
-from mlcycle.core.tuning.optimize import optimize, study_figures, summarize, thread_limits
+from mlcycle.core.tuning.optimize import jobs_worth_starting, optimize, study_figures, summarize
 from mlcycle.core.tuning.storage import is_shared, make_pruner, make_sampler, open_storage
 from mlcycle.core.tuning.study import (
     ERROR_ATTR,
@@ -34,5 +34,5 @@ __all__ = [
     "ERROR_ATTR", "OWNER_ATTR", "Counts", "Objective", "Search", "StudyResult", "TrialResult", "WorkerStats", "counts",
     "describe_objective", "is_shared", "load_study", "make_pruner", "make_sampler", "objective_from_description",
     "open_storage", "optimize", "reap_dead_trials", "search_for", "study_figures", "study_name", "suggest",
-    "summarize", "thread_limits", "work",
+    "summarize", "jobs_worth_starting", "work",
 ]

@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -20,6 +20,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from mlcycle.core import threads
 from mlcycle.core.tuning.objective import Objective
 from mlcycle.core.tuning.storage import is_shared, open_storage
 from mlcycle.core.tuning.study import (
@@ -42,8 +43,9 @@ def optimize(
     objective: Objective,
     search: Search,
     *,
-    n_jobs: int = 1,
+    n_jobs: int | None = 1,
     parallel: str = "process",
+    threads_per_fit: int | None = None,
     on_trial: Callable[[TrialResult], None] | None = None,
     on_start: Callable[[Counts, int], None] | None = None,
     max_trials: int | None = None,
@@ -55,15 +57,22 @@ def optimize(
     process plus ``n_jobs - 1`` spawned workers (fresh interpreters, so no lock or open
     connection is inherited); their results come back over a queue and reach ``on_trial``
     in this process. In-memory storage cannot be shared by processes, so it becomes a
-    journal file in a temporary folder for the duration. ``on_start(counts, slots)`` is
-    called once the study is open (for a progress bar). ``max_trials`` caps the trials
-    this invocation runs (a ``tune-worker``'s share). ``worker_seed`` offsets the sampler
-    seeds, so that independent workers on one study do not draw the same points.
+    journal file in a temporary folder for the duration. ``n_jobs=None`` (auto): the first
+    trial runs here, and its duration decides whether workers are worth starting
+    (``jobs_worth_starting``). Each trial's fits use ``threads.per_job(n_jobs,
+    threads_per_fit)`` threads. ``on_start(counts, slots)`` is called once the study is
+    open; ``max_trials`` caps the trials this invocation runs (a ``tune-worker``'s share).
+    ``worker_seed`` offsets the sampler seeds, so that independent workers on one study do
+    not draw the same points.
     """
     started = time.time()
     deadline = started + search.tune.timeout if search.tune.timeout else None
+    auto = n_jobs is None
+    # auto spreads over processes only where they may share the study (memory becomes a journal)
+    spreadable = parallel == "thread" or not search.tune.storage or is_shared(search.tune.storage)
+    most = (threads.cores() if spreadable else 1) if auto else n_jobs
     with contextlib.ExitStack() as stack:
-        temporary = n_jobs > 1 and parallel == "process" and not search.tune.storage
+        temporary = most > 1 and parallel == "process" and not search.tune.storage
         if temporary:
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="mlcycle-study-"))
             search = search.using(storage=f"journal:///{folder.lstrip('/')}/study.log")
@@ -84,25 +93,51 @@ def optimize(
         quota = Quota(slots) if not shared or max_trials is not None else None
         if on_start is not None:
             on_start(before, slots)
-        stack.enter_context(thread_limits(n_jobs, search.tune.blas_threads))
+        blas = search.tune.blas_threads
+        loop = {"shared": shared, "deadline": deadline, "on_trial": on_trial}
+        stats: list[WorkerStats] = []
+        if auto:
+            n_jobs = 1
+            if most > 1 and slots > 1 and (quota is None or quota.claim()):
+                with threads.limited(threads.per_job(1, threads_per_fit), blas):
+                    first = time.perf_counter()
+                    stats.append(work(study, objective, search, quota=Quota(1), **loop))
+                    n_jobs = jobs_worth_starting(time.perf_counter() - first, slots - 1, most)
+        stack.enter_context(threads.limited(threads.per_job(n_jobs, threads_per_fit), blas))
         if n_jobs == 1:
-            stats = [work(study, objective, search, quota=quota, shared=shared, deadline=deadline, on_trial=on_trial)]
+            stats.append(work(study, objective, search, quota=quota, **loop))
         elif parallel == "thread":
             with ThreadPoolExecutor(n_jobs, thread_name_prefix="mlcycle-trial") as pool:
                 futures = [
-                    pool.submit(_work_in_thread, _threads_per_job(n_jobs), study, objective, search,
-                                quota=quota, shared=shared, deadline=deadline, on_trial=on_trial)
+                    pool.submit(_work_in_thread, threads.per_job(n_jobs, threads_per_fit), study, objective, search,
+                                quota=quota, **loop)
                     for _ in range(n_jobs)
                 ]
-                stats = [f.result() for f in futures]
+                stats += [f.result() for f in futures]
         else:
-            stats = _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial, worker_seed)
+            stats += _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial, worker_seed,
+                                   threads.per_job(n_jobs, threads_per_fit))
         result = summarize(study, before.done, stats)
         if temporary:  # the journal file goes with its folder: keep the study in memory
             memory = optuna.storages.InMemoryStorage()
             optuna.copy_study(from_study_name=search.study_name, from_storage=open_storage(search), to_storage=memory)
             result = replace(result, study=optuna.load_study(study_name=search.study_name, storage=memory))
-        return result
+        return replace(result, n_jobs=n_jobs)
+
+
+# A spawned worker's start-up: a fresh interpreter importing pandas, scikit-learn and Optuna,
+# then rebuilding the folds (measured in docs/benchmarks.md, "busy machine"). Workers are
+# started only when the trials left would take PAYBACK times that on this process alone.
+WORKER_START_SECONDS = 3.0
+PAYBACK = 4
+
+
+def jobs_worth_starting(trial_seconds: float, trials_left: int, cores: int) -> int:
+    """How many parallel trials (this process included) to run the rest of a study with,
+    given how long one trial took here: one while worker start-up would not pay back."""
+    if trials_left < 2 or trial_seconds * trials_left < WORKER_START_SECONDS * PAYBACK:
+        return 1
+    return min(cores, trials_left)
 
 
 def summarize(study: optuna.Study, n_before: int, stats: list[WorkerStats]) -> StudyResult:
@@ -124,33 +159,7 @@ def summarize(study: optuna.Study, n_before: int, stats: list[WorkerStats]) -> S
     )
 
 
-@contextlib.contextmanager
-def thread_limits(n_jobs: int, blas_threads: int | None = None) -> Iterator[None]:
-    """n_jobs parallel trials share the cores: each gets cores // n_jobs BLAS/OpenMP
-    threads, and at most ``blas_threads`` BLAS threads (process-wide limits)."""
-    threads = _threads_per_job(n_jobs) if n_jobs > 1 else None
-    with _limits(threads, blas_threads):
-        yield
-
-
-@contextlib.contextmanager
-def _limits(threads: int | None, blas_threads: int | None) -> Iterator[None]:
-    """Cap every thread pool at ``threads`` and BLAS at ``min(threads, blas_threads)``."""
-    blas = min((n for n in (threads, blas_threads) if n), default=None)
-    if threads is None and blas is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with contextlib.ExitStack() as stack:
-        if threads is not None:
-            stack.enter_context(threadpool_limits(limits=threads))
-        if blas is not None and blas != threads:
-            stack.enter_context(threadpool_limits(limits=blas, user_api="blas"))
-        yield
-
-
-def _work_in_thread(threads: int, *args, **kwargs) -> WorkerStats:
+def _work_in_thread(openmp_threads: int | None, *args, **kwargs) -> WorkerStats:
     """``work`` in a pool thread, with its own OpenMP limit.
 
     OpenMP's thread count is per calling thread: the limit set in the main thread does not
@@ -158,15 +167,8 @@ def _work_in_thread(threads: int, *args, **kwargs) -> WorkerStats:
     threads at 2 OpenMP threads each on 2 cores spin against each other (docs/benchmarks.md,
     parallel trials). BLAS limits are process-wide and already set by the caller.
     """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=threads, user_api="openmp"):
+    with threads.limited_openmp(openmp_threads):
         return work(*args, **kwargs)
-
-
-def _threads_per_job(n_jobs: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // n_jobs)
 
 
 # --------------------------------------------------------------------------- processes
@@ -176,14 +178,16 @@ class _WorkerFailed:
     message: str
 
 
-def _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial, worker_seed) -> list[WorkerStats]:
+def _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial, worker_seed,
+                  per_worker_threads) -> list[WorkerStats]:
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     quota_value = quota.value if quota is not None else None
     procs = [
         ctx.Process(
             target=_process_main,
-            args=(objective, search, worker_seed + index, quota_value, shared, deadline, results, os.getpid(), _threads_per_job(n_jobs)),
+            args=(objective, search, worker_seed + index, quota_value, shared, deadline, results, os.getpid(),
+                  per_worker_threads),
             name=f"mlcycle-tune-{index}",
             daemon=True,
         )
@@ -231,7 +235,7 @@ def _drain(results, procs, finished: list, on_trial) -> None:
             finished.append(item)
 
 
-def _process_main(objective, search, index, quota_value, shared, deadline, results, parent_pid, threads) -> None:
+def _process_main(objective, search, index, quota_value, shared, deadline, results, parent_pid, openmp_threads) -> None:
     """A spawned worker: open the study, run trials, send results and stats back."""
 
     def terminate(signum, frame):
@@ -240,7 +244,7 @@ def _process_main(objective, search, index, quota_value, shared, deadline, resul
     signal.signal(signal.SIGTERM, terminate)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        with _limits(threads, search.tune.blas_threads):
+        with threads.limited(openmp_threads, search.tune.blas_threads):
             study = load_study(search, objective, worker_index=index)
             quota = Quota(0, quota_value) if quota_value is not None else None
             stats = work(

@@ -117,6 +117,7 @@ class StudyResult:
     n_run: int  # trials run by this invocation
     blocked_seconds: float
     study: optuna.Study = field(repr=False)
+    n_jobs: int = 1  # parallel trials this invocation ran with (decided here when tune.n_jobs is auto)
 
 
 def study_name(prefix: str, definition: dict[str, Any]) -> str:
