@@ -20,6 +20,7 @@ from mlcycle.core.tuning.study import (
     Search,
     StudyResult,
     TrialResult,
+    TrialStarted,
     WorkerStats,
     counts,
     load_study,
@@ -31,7 +32,7 @@ from mlcycle.core.tuning.study import (
 )
 
 __all__ = [
-    "ERROR_ATTR", "OWNER_ATTR", "Counts", "Objective", "Search", "StudyResult", "TrialResult", "WorkerStats", "counts",
+    "ERROR_ATTR", "OWNER_ATTR", "Counts", "Objective", "Search", "StudyResult", "TrialResult", "TrialStarted", "WorkerStats", "counts",
     "describe_objective", "is_shared", "load_study", "make_pruner", "make_sampler", "objective_from_description",
     "open_storage", "optimize", "reap_dead_trials", "search_for", "study_figures", "study_name", "suggest",
     "summarize", "thread_limits", "work",

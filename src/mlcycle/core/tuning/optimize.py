@@ -29,6 +29,7 @@ from mlcycle.core.tuning.study import (
     Search,
     StudyResult,
     TrialResult,
+    TrialStarted,
     WorkerStats,
     counts,
     fail_stale_trials,
@@ -45,6 +46,7 @@ def optimize(
     n_jobs: int = 1,
     parallel: str = "process",
     on_trial: Callable[[TrialResult], None] | None = None,
+    on_trial_start: Callable[[TrialStarted], None] | None = None,
     on_start: Callable[[Counts, int], None] | None = None,
     max_trials: int | None = None,
     worker_seed: int = 0,
@@ -56,7 +58,8 @@ def optimize(
     connection is inherited); their results come back over a queue and reach ``on_trial``
     in this process. In-memory storage cannot be shared by processes, so it becomes a
     journal file in a temporary folder for the duration. ``on_start(counts, slots)`` is
-    called once the study is open (for a progress bar). ``max_trials`` caps the trials
+    called once the study is open, ``on_trial_start`` as each trial begins (a worker
+    process's reach it through the queue too; for a progress bar). ``max_trials`` caps the trials
     this invocation runs (a ``tune-worker``'s share). ``worker_seed`` offsets the sampler
     seeds, so that independent workers on one study do not draw the same points.
     """
@@ -86,17 +89,20 @@ def optimize(
             on_start(before, slots)
         stack.enter_context(thread_limits(n_jobs, search.tune.blas_threads))
         if n_jobs == 1:
-            stats = [work(study, objective, search, quota=quota, shared=shared, deadline=deadline, on_trial=on_trial)]
+            stats = [work(study, objective, search, quota=quota, shared=shared, deadline=deadline, on_trial=on_trial,
+                          on_trial_start=on_trial_start)]
         elif parallel == "thread":
             with ThreadPoolExecutor(n_jobs, thread_name_prefix="mlcycle-trial") as pool:
                 futures = [
                     pool.submit(_work_in_thread, _threads_per_job(n_jobs), study, objective, search,
-                                quota=quota, shared=shared, deadline=deadline, on_trial=on_trial)
+                                quota=quota, shared=shared, deadline=deadline, on_trial=on_trial,
+                                on_trial_start=on_trial_start)
                     for _ in range(n_jobs)
                 ]
                 stats = [f.result() for f in futures]
         else:
-            stats = _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial, worker_seed)
+            stats = _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial, on_trial_start,
+                                  worker_seed)
         result = summarize(study, before.done, stats)
         if temporary:  # the journal file goes with its folder: keep the study in memory
             memory = optuna.storages.InMemoryStorage()
@@ -176,7 +182,8 @@ class _WorkerFailed:
     message: str
 
 
-def _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial, worker_seed) -> list[WorkerStats]:
+def _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial, on_trial_start,
+                  worker_seed) -> list[WorkerStats]:
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     quota_value = quota.value if quota is not None else None
@@ -190,12 +197,14 @@ def _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_
         for index in range(1, n_jobs)
     ]
     finished: list[WorkerStats | _WorkerFailed] = []
-    drainer = threading.Thread(target=_drain, args=(results, procs, finished, on_trial), name="mlcycle-drain", daemon=True)
+    drainer = threading.Thread(target=_drain, args=(results, procs, finished, on_trial, on_trial_start),
+                               name="mlcycle-drain", daemon=True)
     try:
         for proc in procs:
             proc.start()
         drainer.start()
-        own = work(study, objective, search, quota=quota, shared=shared, deadline=deadline, on_trial=on_trial)
+        own = work(study, objective, search, quota=quota, shared=shared, deadline=deadline, on_trial=on_trial,
+                   on_trial_start=on_trial_start)
         for proc in procs:
             proc.join()
         drainer.join()
@@ -214,9 +223,9 @@ def _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_
     return [own, *(f for f in finished if isinstance(f, WorkerStats))]
 
 
-def _drain(results, procs, finished: list, on_trial) -> None:
-    """Hand the workers' trial results to ``on_trial`` in this process, until every worker
-    has reported its end (or died)."""
+def _drain(results, procs, finished: list, on_trial, on_trial_start) -> None:
+    """Hand the workers' trial starts and results to ``on_trial_start`` and ``on_trial`` in
+    this process, until every worker has reported its end (or died)."""
     while len(finished) < len(procs):
         try:
             item = results.get(timeout=0.5)
@@ -227,6 +236,9 @@ def _drain(results, procs, finished: list, on_trial) -> None:
         if isinstance(item, TrialResult):
             if on_trial is not None:
                 on_trial(item)
+        elif isinstance(item, TrialStarted):
+            if on_trial_start is not None:
+                on_trial_start(item)
         else:
             finished.append(item)
 
@@ -245,7 +257,7 @@ def _process_main(objective, search, index, quota_value, shared, deadline, resul
             quota = Quota(0, quota_value) if quota_value is not None else None
             stats = work(
                 study, objective, search, quota=quota, shared=shared, deadline=deadline, on_trial=results.put,
-                should_stop=lambda: os.getppid() != parent_pid,  # the parent died: stop
+                on_trial_start=results.put, should_stop=lambda: os.getppid() != parent_pid,  # the parent died: stop
             )
         results.put(stats)
     except BaseException as exc:
