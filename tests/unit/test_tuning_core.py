@@ -257,9 +257,13 @@ def test_study_figures_with_zero_one_and_many_complete_trials():
     figures, importances = tuning.study_figures(study, 0)
     assert set(figures) == {"optimization_history.png"} and importances == {}
     study.optimize(lambda t: t.suggest_float("x", 0, 1) + 0 * t.suggest_int("k", 1, 3), n_trials=8)
-    figures, importances = tuning.study_figures(study, 0)
+    figures, importances = tuning.study_figures(study, 0, "roc_auc")
     assert set(figures) == {"optimization_history.png", "param_importances.png"}
     assert set(importances) == {"x", "k"} and importances["x"] > importances["k"]
+    history = figures["optimization_history.png"].axes[0]
+    assert history.get_ylabel() == "cv roc_auc"
+    figures["optimization_history.png"].canvas.draw()
+    assert all(float(t).is_integer() for t in history.get_xticks())  # trial numbers are whole
     for fig in figures.values():
         plt.close(fig)
 

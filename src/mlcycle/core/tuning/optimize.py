@@ -1,5 +1,5 @@
-"""One invocation's trials: ``optimize`` runs them in ``n_jobs`` threads or processes,
-summarises the study and draws its figures. Pure: no mlflow, no hydra."""
+"""One invocation's trials: ``optimize`` runs them in ``n_jobs`` threads or processes and
+summarises the study (its figures: ``figures.py``). Pure: no mlflow, no hydra."""
 
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-import numpy as np
 import optuna
-from optuna.trial import TrialState
 
 from mlcycle.core.tuning.objective import Objective
 from mlcycle.core.tuning.storage import is_shared, open_storage
@@ -266,47 +264,3 @@ def _process_main(objective, search, index, quota_value, shared, deadline, resul
     finally:
         results.close()
         results.join_thread()
-
-
-# --------------------------------------------------------------------------- plots
-def study_figures(study: optuna.Study, seed: int) -> tuple[dict, dict[str, float]]:
-    """Optimization history and parameter importances (matplotlib figures by file name),
-    and the importances themselves. Needs 1 and 2 complete trials respectively; with fewer,
-    that figure is left out."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    figures: dict = {}
-    importances: dict[str, float] = {}
-    if not complete:
-        return figures, importances
-    values = [t.value for t in complete]
-    best = np.maximum.accumulate(values) if study.direction.name == "MAXIMIZE" else np.minimum.accumulate(values)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter([t.number for t in complete], values, s=14, label="trial", alpha=0.7)
-    ax.step([t.number for t in complete], best, where="post", color="C1", label="best so far")
-    ax.set(xlabel="trial", ylabel="objective (mean CV score)", title="Optimization history")
-    ax.legend(loc="best")
-    figures["optimization_history.png"] = fig
-
-    names = list(dict.fromkeys(p for t in complete for p in t.params))
-    varying = [p for p in names if len({repr(t.params.get(p)) for t in complete if p in t.params}) > 1]
-    if len(complete) >= 2 and varying:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-                importances = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varying)
-        except (RuntimeError, ValueError):
-            importances = {}
-    if importances:
-        names = list(importances)[::-1]
-        fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(names)))
-        ax.barh(names, [importances[n] for n in names])
-        ax.set(xlabel="importance (fANOVA)", title="Hyperparameter importances")
-        fig.tight_layout()
-        figures["param_importances.png"] = fig
-    return figures, {k: float(v) for k, v in importances.items()}
