@@ -7,6 +7,7 @@ One champion is trained per module (a few seconds); every test watches that vers
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import mlflow
@@ -20,6 +21,7 @@ from mlcycle.commands import retrain as retrain_cmd
 from mlcycle.errors import DataError, MlcycleError
 from mlcycle.monitoring import monitor as monitoring
 from mlcycle.monitoring import retrain as retraining
+from mlcycle.report.render import external_references
 from tests.conftest import TINY, compose, private_store
 
 # 3,000 rows give a 600-row test split: a registered ROC AUC stable enough that a
@@ -89,8 +91,10 @@ def test_no_drift_gives_ok_and_no_retrain(trained):
 
 def test_strong_drift_gives_decay_and_exactly_one_linked_retrain(trained):
     client = MlflowClient()
-    cfg = monitor_cfg("batch.seed=2002", "batch.drift=2", "monitor.retrain_on=decay", "monitor.report=false")
-    result = monitoring.monitor(cfg)
+    cfg = monitor_cfg("batch.seed=2002", "batch.drift=2", "monitor.retrain_on=decay")
+    heard = []
+    result = monitoring.monitor(cfg, on_verdict=lambda found: heard.append(("verdict", found.verdict)),
+                                say=lambda line: heard.append(("say", line)))
 
     assert result.verdict == "decay" and result.exit_code == 11
     assert result.decay.decayed and result.decay.worsening > 0.15
@@ -121,6 +125,21 @@ def test_strong_drift_gives_decay_and_exactly_one_linked_retrain(trained):
     # the registry decided; we only read what it decided
     champion = str(client.get_model_version_by_alias("mlcycle-ecommerce", "champion").version)
     assert mon["mlcycle.champion_after"] == champion == result.retrain.champion_after
+
+    # the verdict was told first, then the monitoring run, then the retrain as it started
+    assert [kind for kind, _ in heard] == ["verdict", "say", "say"] and heard[0] == ("verdict", "decay")
+    assert heard[1][1].startswith(f"monitoring run {result.run_id}")
+    assert heard[2][1].startswith("retraining: mlcycle-ecommerce with the config of v1 on 3000 reference + 1500 batch rows")
+
+    # its page names the run the retrain made, with its path in the MLflow UI
+    page = mlflow.artifacts.load_text(f"{client.get_run(result.run_id).info.artifact_uri}/report.html")
+    experiment = retrain_run.info.experiment_id
+    assert 'data-action="finished"' in page
+    assert (f'<table class="kv" id="triggered-run"><tr><th>retrain (pipeline run)</th><td><code>{retrain_run.info.run_id}</code>'
+            f' <span class="muted">(in the MLflow UI: <span class="mono">#/experiments/{experiment}/runs/{retrain_run.info.run_id}</span>)')  in page
+    assert f"mlcycle-ecommerce v{result.retrain.version}" in page
+    assert page.count("data:image/png;base64,") == len(result.features) + 1
+    assert external_references(page) == []
 
     # a second retrain for the same monitoring run is refused, and creates nothing
     with pytest.raises(MlcycleError, match="already triggered"):
@@ -284,3 +303,35 @@ def test_a_failing_retrain_keeps_the_verdict_and_can_be_retried(trained, capsys)
     assert retrain_cmd.main([mon.info.run_id, 'monitor.retrain_overrides=["tune.n_trials=2"]']) == 0
     assert [r.info.status for r in retraining.triggered_runs(client, mon.info.run_id)] == ["FAILED", "FINISHED"]
     assert retrain_cmd.main([mon.info.run_id]) == 2
+
+
+def test_cli_says_the_verdict_first_then_the_retrain_as_it_runs(trained):
+    """One output stream, as a terminal or a log file sees it: the table and the verdict come
+    before the retrain starts, the retrain's own lines after "retraining:", its outcome last.
+    The decay line says "worse by" with a negative share (never "worse by -x")."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import subprocess_env
+
+    root, _ = trained
+    retrain_overrides = 'monitor.retrain_overrides=["tune.n_trials=2"]'
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlcycle", "monitor", "batch.drift=2", "batch.seed=2010", "batch.n_rows=600",
+         "monitor.model_version=1", "monitor.report=false", "monitor.retrain_on=decay", retrain_overrides],
+        env=subprocess_env(os.environ["MLFLOW_TRACKING_URI"], root), cwd=root, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=900,
+    )
+    assert proc.returncode == 11, proc.stdout[-3000:]
+    lines = proc.stdout.splitlines()
+
+    def first(prefix: str) -> int:
+        return next(i for i, line in enumerate(lines) if line.startswith(prefix))
+
+    table, verdict = first("  feature "), first("verdict: DECAY")
+    registered, outcome = first("Created version "), first("retrain: root run ")  # MLflow's line, from the retrain
+    assert table < verdict < registered < outcome == len(lines) - 1, proc.stdout
+    assert verdict < first("monitoring run ") < first("retraining: ") < registered
+    decay = next(line for line in lines[:verdict] if line.startswith("  roc_auc: registered"))
+    assert re.search(r"batch \d\.\d{4}, worse by \d\.\d{4} \(-\d+\.\d%\)", decay), decay

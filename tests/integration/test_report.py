@@ -25,6 +25,7 @@ from mlcycle.core.evaluation import CLASSIFICATION_METRICS
 from mlcycle.report import REPORT_ARTIFACT, REPORT_ERROR_TAG, render
 from mlcycle.report.render import external_references
 from tests.conftest import TINY, compose, private_store
+from tests.integration.runs import CACHED, cache_status
 
 ALL_SECTIONS = ["data", "preprocessing", "features", "tuning", "training", "evaluation", "registry", "lineage", "timings"]
 
@@ -38,7 +39,9 @@ class ReportPage(HTMLParser):
         self.numbers: dict[str, dict[str, tuple[float, str]]] = {}  # section -> name -> (value, text)
         self.counts: dict[str, int] = {}
         self.images: list[str] = []
+        self.badges: list[tuple[str, str]] = []  # (section, text) of every badge
         self._section = "header"
+        self._badge: str | None = None
         self._open: tuple[str, str, float] | None = None  # (tag, name, value) of an open numeric cell
         self._text = ""
         self.feed(html)
@@ -50,6 +53,8 @@ class ReportPage(HTMLParser):
             self.sections.append(self._section)
         if tag == "img":
             self.images.append(a.get("src", ""))
+        if "badge" in (a.get("class") or "").split():
+            self._badge = ""
         if "data-count" in a:
             self._open, self._text = ("td", "count:" + a["data-count"], 0.0), ""
         if tag == "td" and "data-metric" in a:
@@ -60,8 +65,13 @@ class ReportPage(HTMLParser):
     def handle_data(self, data):
         if self._open:
             self._text += data
+        if self._badge is not None:
+            self._badge += data
 
     def handle_endtag(self, tag):
+        if self._badge is not None and tag == "span":
+            self.badges.append((self._section, self._badge.strip()))
+            self._badge = None
         if self._open and tag == self._open[0]:
             _, name, value = self._open
             if name.startswith("count:"):
@@ -155,9 +165,10 @@ def test_report_shows_what_each_stage_logged(full_run):
         if key.startswith("best."):
             assert f'data-param="{key[5:]}">{value}<' in html
     assert 'id="registered-version">1<' in html and "challenger, champion" in html
-    # evaluation plots (4 logged PNGs) + the tune run's optimization history and importances
+    # evaluation plots (4 logged PNGs) + the tune run's optimization history; its importances
+    # are the table, not also a plot
     page = ReportPage(html)
-    assert len(page.images) == 6
+    assert len(page.images) == 5
     assert "Optimization history" in html and "drawn from the trial runs" not in html
     assert "Parameter importances" in html
 
@@ -293,7 +304,7 @@ def test_chromium_renders_the_report_without_errors_or_fetches(full_run, tmp_pat
     page = tmp_path / "report.html"
     page.write_text(html.replace("</body>", PROBE + "</body>"), encoding="utf-8")
     probe, dom, log = chromium_dom(page, tmp_path)
-    assert probe == {"images": 6, "broken": 0, "fetched": [], "metricRows": len(CLASSIFICATION_METRICS)}
+    assert probe == {"images": 5, "broken": 0, "fetched": [], "metricRows": len(CLASSIFICATION_METRICS)}
     assert not re.search(r"<html[^>]*data-js-error", dom)  # no script error while loading
     assert "CONSOLE" not in log  # nothing written to the browser console
     assert ReportPage(dom).sections == ALL_SECTIONS
@@ -319,32 +330,32 @@ def test_chromium_renders_the_report_without_errors_or_fetches(full_run, tmp_pat
 
 
 def test_report_reads_what_other_features_add_to_the_runs(full_run):
-    """Tags and metrics that the registry gate, tuning summary and step caching add are shown
-    without changes here: gate figures and decision, logged importances, cache hits."""
+    """Values that newer features add to the register and tune runs are shown without changes
+    here: under their own names, logged importances instead of estimated ones, cache hits."""
     from mlcycle.report.collect import collect
     from mlcycle.report.render import render_html
 
     client, result, _ = full_run
     stages = stage_runs(client, result.run_id)
     register, tune = stages["register"].info.run_id, stages["tune"].info.run_id
-    client.set_tag(register, "mlcycle.gate_decision", "rejected: roc_auc below champion")
-    client.log_metric(register, "gate_champion_roc_auc", 0.91)
+    client.set_tag(register, "mlcycle.canary", "rolled out to 5 %")
+    client.log_metric(register, "canary_error_rate", 0.02)
     client.log_metric(tune, "importance.C", 0.75)
     client.log_metric(tune, "importance.class_weight", 0.25)
 
-    # a later pipeline whose ingest was a cache hit: the new stage run holds only the tag
+    # a later pipeline whose ingest was a cache hit: the new stage run holds only the tags
     root = client.create_run(client.get_run(result.run_id).info.experiment_id, tags={"mlcycle.run_kind": "pipeline"})
     hit = client.create_run(
         root.info.experiment_id, run_name="ingest",
         tags={"mlflow.parentRunId": root.info.run_id, "mlcycle.stage": "ingest", "mlcycle.run_kind": "stage",
-              "mlcycle.cache_source_run": stages["ingest"].info.run_id},
+              "mlcycle.cache": "hit", "mlcycle.cache_source_run": stages["ingest"].info.run_id},
     )
     for run in (hit, root):
         client.set_terminated(run.info.run_id)
 
     html = render_html(collect(client, result.run_id))
-    assert "Gate decision</b> (mlcycle.gate_decision): rejected: roc_auc below champion" in html
-    assert "gate_champion_roc_auc" in html
+    assert "<th>mlcycle.canary</th><td class=\"mono\">rolled out to 5 %</td>" in html
+    assert "<th>canary_error_rate</th>" in html
     assert "estimated for this report" not in html  # the logged importances are used
     assert "<td>C</td><td class=\"num\">0.750</td>" in html
 
@@ -353,3 +364,58 @@ def test_report_reads_what_other_features_add_to_the_runs(full_run):
     assert page.sections == ["data", "lineage", "timings"]
     assert "cache hit: reused run " + stages["ingest"].info.run_id in cached
     assert page.numbers["data"]["rows_in"][0] == 600  # read from the reused run
+
+
+@pytest.fixture(scope="module")
+def three_runs(template_store, tmp_path_factory):
+    """A cold run, the same run again (every stage served from the step cache), and one with
+    another seed (a new version, gated against the first as champion)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for uri in private_store(tmp_path_factory.mktemp("report-cache"), template_store, mp):
+            same = [*TINY, *CACHED]
+            runs = [pipeline.run(compose(same)) for _ in range(2)] + [pipeline.run(compose([*same, "seed=3"]))]
+            yield MlflowClient(uri), *runs
+
+
+def test_only_a_cache_hit_shows_a_cache_hit_badge(three_runs):
+    client, cold, rerun, _ = three_runs
+    assert set(cache_status(client, cold.run_id).values()) == {"miss"}
+    assert set(cache_status(client, rerun.run_id).values()) == {"hit"}
+    stage_sections = ["data", "preprocessing", "features", "tuning", "training", "evaluation", "registry"]
+
+    cold_page = ReportPage(report_of(client, cold.run_id))
+    assert [b for b in cold_page.badges if b[1].startswith("cache hit")] == []
+    assert cold_page.sections == ALL_SECTIONS
+
+    html = report_of(client, rerun.run_id)
+    hits = [b for b in ReportPage(html).badges if b[1].startswith("cache hit")]
+    assert [section for section, _ in hits] == stage_sections  # seven: one per stage
+    sources = {s: r.data.tags["mlcycle.cache_source_run"] for s, r in stage_runs(client, rerun.run_id).items()}
+    assert {text.removeprefix("cache hit: reused run ") for _, text in hits} == set(sources.values())
+    assert set(sources.values()) == {r.info.run_id for r in stage_runs(client, cold.run_id).values()}
+
+
+def test_the_registry_section_reads_as_words_and_a_table_of_gate_checks(three_runs):
+    client, _, _, other = three_runs
+    html = report_of(client, other.run_id)
+    registry = html[html.index('data-section="registry"'):html.index('data-section="lineage"')]
+    version = client.get_model_version("mlcycle-ecommerce", other.state.registered_version)
+    decision = json.loads(version.tags["mlcycle.gate.report"])
+    assert decision["champion_version"] == "1" and decision["checks"]
+
+    assert "mlcycle." not in registry  # no raw tag names ...
+    assert '{"' not in registry and "&#34;" not in registry  # ... and no JSON
+    assert "compared with champion version <b>1</b>" in registry
+    assert f"<th>made by pipeline run</th><td class=\"mono\">{other.run_id}</td>" in registry
+    assert "<th>model family</th><td class=\"mono\">logistic_regression</td>" in registry
+    from mlcycle.report.registry import CHECK_LABELS
+
+    rows = re.findall(r'<tr data-check="([^"]+)"><td>([^<]+)</td><td>[^<]+</td><td class="num">([^<]+)</td>'
+                      r'<td class="num">([^<]+)</td><td class="num">([^<]+)</td>\s*<td><span class="badge (\w+)">', registry)
+    assert [(m, kind, cand, champ, bound, result) for m, kind, cand, champ, bound, result in rows] == [
+        (c["metric"], CHECK_LABELS[c["kind"]], render.fmt_number(c["candidate"]), render.fmt_number(c["champion"]),
+         render.fmt_number(c["bound"]), "passed" if c["passed"] else "failed")
+        for c in decision["checks"]
+    ]
+    verdict = version.tags["mlcycle.gate"]
+    assert f'Promotion gate <span class="badge {verdict}">{verdict}</span>' in registry

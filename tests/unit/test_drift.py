@@ -220,3 +220,15 @@ def test_align_labels_maps_to_the_model_classes():
     with pytest.raises(DataError, match=r"label\(s\) \['2'\] the model never saw"):
         drift.align_labels(pd.Series([0, 2]), "binary", (0, 1), "b", "y")
     assert drift.align_labels(pd.Series(["b", "a"]), "multiclass", ("a", "b", "c"), "b", "y").tolist() == ["b", "a"]
+
+
+def test_the_change_is_said_in_the_metric_direction():
+    """A batch that scores better says "better", never "worse by -0.0299"."""
+    better_auc = drift.performance_decay("roc_auc", 0.7475, 0.7774, True, 0.05)
+    assert better_auc.change() == "better by 0.0299 (+4.0%)"
+    assert drift.performance_decay("roc_auc", 0.7730, 0.3873, True, 0.05).change() == "worse by 0.3857 (-49.9%)"
+    # lower is better: a smaller rmse is better, a larger one worse
+    assert drift.performance_decay("rmse", 10.0, 9.0, False, None, 0.1).change() == "better by 1.0000 (+10.0%)"
+    assert drift.performance_decay("rmse", 10.0, 11.5, False, None, 0.1).change() == "worse by 1.5000 (-15.0%)"
+    assert drift.performance_decay("r2", 0.5, 0.5, True, 0.05).change() == "unchanged"
+    assert drift.performance_decay("mae", 0.0, 2.0, False, None, 0.1).change() == "worse by 2.0000"  # no baseline to divide by

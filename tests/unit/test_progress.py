@@ -49,3 +49,61 @@ def test_minimising_keeps_the_lowest():
     for value in (3.0, 1.5, 2.0):
         bar.update("COMPLETE", value)
     assert bar.best == 1.5
+
+
+def _read(leader: int, until, timeout: float = 60.0) -> str:
+    """What was drawn on the pty until ``until(text)`` holds or ``timeout`` seconds passed."""
+    import select
+    import time
+
+    text, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            text += os.read(leader, 65536)
+            if until(text.decode()):
+                break
+    return text.decode()
+
+
+def _frames(text: str) -> list[str]:
+    return [f.replace("\x1b[K", "") for f in text.split("\r") if f.startswith("tune [")]
+
+
+def test_the_clock_and_the_running_trial_move_while_no_trial_finishes():
+    """Nothing finishes, yet the bar is redrawn: the elapsed time and the running trial's
+    time change (the old bar drew only when a trial ended)."""
+    import re
+    import time
+
+    def clocks(text: str) -> set[str]:  # the elapsed field of each frame that shows running trials
+        return {m.group(1) for f in _frames(text) if (m := re.search(r"best 0\.7000  (\d+:\d\d)  running", f))}
+
+    leader, follower = pty.openpty()
+    with os.fdopen(follower, "w") as stream:
+        bar = TrialProgress(True, stream=stream)
+        bar.start(3)
+        bar.update("COMPLETE", 0.7, number=0)
+        bar.trial_started(1, time.time())
+        bar.trial_started(2, time.time() - 65)  # a second trial, running for a minute already
+        text = _read(leader, lambda text: len(clocks(text)) >= 3)
+        bar.close()
+        text += _read(leader, lambda text: False, timeout=1.5)  # anything drawn after closing
+    os.close(leader)
+    assert len(clocks(text)) >= 3, _frames(text)  # the elapsed field changed at least twice
+    last = _frames(text)[-1]
+    assert last.startswith("tune [########----------------] 1/3  ok 1  pruned 0  failed 0  best 0.7000  ")
+    assert re.search(r"running #1 \d+:\d\d #2 1:\d\d$", last), last
+    assert text.endswith("\n")  # the refresh thread stopped with the bar: nothing after its last line
+
+
+def test_a_finished_trial_leaves_the_running_list():
+    bar = TrialProgress(False, enabled=False)
+    bar.start(2)
+    bar.trial_started(0)
+    bar.trial_started(1)
+    bar.update("PRUNED", None, number=0)
+    assert list(bar.running) == [1]
+    assert bar.line().endswith("running #1 0:00")
+    bar.update("COMPLETE", 1.5, number=1)
+    assert "running" not in bar.line()

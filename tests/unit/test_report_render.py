@@ -8,6 +8,8 @@ import io
 import matplotlib.image as mpimg
 import pytest
 
+from mlcycle.core.tuning import history_figure
+from mlcycle.core.tuning.figures import best_so_far
 from mlcycle.report import figures
 from mlcycle.report.render import (
     NotSelfContained,
@@ -89,8 +91,21 @@ def test_numbers_are_formatted_for_reading(value, text):
 
 
 def test_best_so_far_follows_the_direction():
-    assert figures.best_so_far([0.5, 0.7, 0.6, 0.8], greater=True) == [0.5, 0.7, 0.7, 0.8]
-    assert figures.best_so_far([3.0, 1.0, 2.0], greater=False) == [3.0, 1.0, 1.0]
+    assert best_so_far([0.5, 0.7, 0.6, 0.8], greater=True) == [0.5, 0.7, 0.7, 0.8]
+    assert best_so_far([3.0, 1.0, 2.0], greater=False) == [3.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("n_trials", [2, 3, 5, 40])
+def test_the_optimization_history_counts_trials_in_whole_numbers(n_trials):
+    """The one history drawing (logged by the tune stage, drawn by the report from trial
+    runs): its x ticks are trial numbers, so whole; matplotlib's default put ticks at 0.5,
+    1.5, ... for a few trials."""
+    fig = history_figure(list(range(n_trials)), [0.5 + 0.01 * i for i in range(n_trials)], [True] * n_trials, "roc_auc", True)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    low, high = ax.get_xlim()
+    shown = [t for t in ax.get_xticks() if low <= t <= high]
+    assert len(shown) >= 2 and all(float(t).is_integer() for t in shown), shown
 
 
 def test_optimization_history_is_an_embedded_png():

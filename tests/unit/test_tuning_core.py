@@ -141,6 +141,39 @@ def test_threads_reach_the_target_exactly_and_report_every_trial():
     assert all(len(r.fold_scores) == 3 for r in seen)
 
 
+
+# ~0.5 s per trial: the study outlasts the few seconds a spawned worker takes to start
+FOREST = EstimatorSpec(
+    estimator="sklearn.ensemble.RandomForestClassifier",
+    params={"n_estimators": 150, "n_jobs": 1},
+    search_space={"max_depth": {"type": "int", "low": 2, "high": 8}},
+)
+
+
+@pytest.mark.parametrize("parallel", ["thread", "process"])
+def test_each_trial_start_reaches_the_caller_before_its_end(parallel):
+    """What the progress bar shows as running: every trial's start, from trial threads and
+    from spawned worker processes alike (their starts cross the queue), before its end, with
+    the trial's own start time."""
+    events, workers = [], set()
+
+    def ended(result):
+        events.append(("end", result.number, result.start_ms))
+        workers.add(result.worker)
+
+    search = tuning.Search.of(study_name=f"starts-{parallel}", n_trials=10, seed=4)
+    objective = small_objective(FOREST if parallel == "process" else LOGREG)
+    tuning.optimize(objective, search, n_jobs=2, parallel=parallel, on_trial=ended,
+                    on_trial_start=lambda s: events.append(("start", s.number, int(s.at * 1000))))
+    if parallel == "process":
+        assert len(workers) == 2  # this process and the spawned worker both ran trials
+    starts = {n: at for kind, n, at in events if kind == "start"}
+    ends = {n: at for kind, n, at in events if kind == "end"}
+    assert sorted(starts) == sorted(ends) == list(range(10))
+    assert starts == ends  # the start time of the trial itself
+    for number in range(10):
+        assert events.index(("start", number, starts[number])) < events.index(("end", number, ends[number]))
+
 class OpenMPProbe(LogisticRegression):
     """Logistic regression that records the OpenMP thread count its fit would get."""
 
@@ -262,9 +295,13 @@ def test_study_figures_with_zero_one_and_many_complete_trials():
     figures, importances = tuning.study_figures(study, 0)
     assert set(figures) == {"optimization_history.png"} and importances == {}
     study.optimize(lambda t: t.suggest_float("x", 0, 1) + 0 * t.suggest_int("k", 1, 3), n_trials=8)
-    figures, importances = tuning.study_figures(study, 0)
+    figures, importances = tuning.study_figures(study, 0, "roc_auc")
     assert set(figures) == {"optimization_history.png", "param_importances.png"}
     assert set(importances) == {"x", "k"} and importances["x"] > importances["k"]
+    history = figures["optimization_history.png"].axes[0]
+    assert history.get_ylabel() == "cv roc_auc"
+    figures["optimization_history.png"].canvas.draw()
+    assert all(float(t).is_integer() for t in history.get_xticks())  # trial numbers are whole
     for fig in figures.values():
         plt.close(fig)
 

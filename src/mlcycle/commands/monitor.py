@@ -32,14 +32,20 @@ def main(argv: list[str]) -> int:
     from mlcycle.monitoring.monitor import monitor
 
     cfg = compose(argv, config_name="monitor")
-    result = monitor(cfg)
-    print(summary(result, cfg))
+    # The verdict first, as soon as it is known; then what it triggers, while it runs (the
+    # retrain's own output goes to stderr: flushed lines keep the order in a shared log).
+    result = monitor(cfg, on_verdict=lambda found: say(verdict(found, cfg)), say=say)
+    say(outcome(result, cfg))
     if cfg.monitor.result_file:
         write_result(result, cfg.monitor.result_file)
     if result.retrain_error is not None:  # the verdict is logged; the action failed
         result.retrain_error.add_note("retrain")
         raise result.retrain_error
     return result.exit_code if cfg.monitor.exit_codes else 0
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
 
 
 def write_result(result, path: str) -> None:
@@ -63,45 +69,46 @@ def write_result(result, path: str) -> None:
     out.write_text(json.dumps(payload) + "\n")
 
 
-def summary(result, cfg) -> str:
-    """The short table: one line per feature, the prediction, performance, verdict, action."""
+def verdict(found, cfg) -> str:
+    """The table: one line per feature, the prediction, performance, the verdict."""
+    from mlcycle.monitoring.page import tolerance
+
     m = cfg.monitor
-    model = result.model
+    model = found.model
     lines = [
         f"mlcycle monitor: {model.name} v{model.version}" + (f" (@{model.alias})" if model.alias else ""),
-        f"  batch: {result.batch_source} ({result.batch_rows} rows, {result.labelled_rows} labelled)",
+        f"  batch: {found.batch_source} ({found.batch_rows} rows, {found.labelled_rows} labelled)",
         f"  {'feature':<24}{'kind':<12}{'PSI':>8}  {'test':<5}{'p-value':>10}  drifted",
     ]
-    rows = [*result.features, *([result.prediction] if result.prediction else [])]
+    rows = [*found.features, *([found.prediction] if found.prediction else [])]
     for r in rows:
         p = "<1e-300" if r.p_value == 0 else f"{r.p_value:.2g}"
         lines.append(f"  {r.feature[:23]:<24}{r.kind:<12}{r.psi:>8.3f}  {r.test:<5}{p:>10}  {'yes' if r.drifted else ''}")
-    n_drifted = sum(r.drifted for r in result.features)
+    n_drifted = sum(r.drifted for r in found.features)
     lines.append(
-        f"  drifted features: {n_drifted}/{len(result.features)} = {result.drifted_share:.0%} "
+        f"  drifted features: {n_drifted}/{len(found.features)} = {found.drifted_share:.0%} "
         f"(drift at >= {m.max_drifted_share:.0%}; PSI >= {m.psi_threshold} and p < {m.alpha})"
     )
-    if result.decay is not None:
-        d = result.decay
-        from mlcycle.monitoring.monitor import tolerance
-
-        lines.append(
-            f"  {d.metric}: registered {d.baseline:.4f}, batch {d.current:.4f}, worse by {d.worsening:.4f} "
-            f"= {d.relative:.1%} (decay at {tolerance(d.metric, m)})"
-        )
-    elif result.labelled_rows == 0:
+    if (d := found.decay) is not None:
+        lines.append(f"  {d.metric}: registered {d.baseline:.4f}, batch {d.current:.4f}, {d.change()} "
+                     f"(decay at {tolerance(d.metric, m)})")
+    elif found.labelled_rows == 0:
         lines.append("  performance: no labels in the batch, drift only")
-    if result.note:
-        lines.append(f"  note: {result.note}")
-    code = result.exit_code
-    lines.append(f"verdict: {result.verdict.upper()} (exit code {code if m.exit_codes else 0})")
-    lines.append(f"monitoring run {result.run_id} (report.html in its artifacts)")
+    if found.note:
+        lines.append(f"  note: {found.note}")
+    lines.append(f"verdict: {found.verdict.upper()} (exit code {found.exit_code if m.exit_codes else 0})")
+    return "\n".join(lines)
+
+
+def outcome(result, cfg) -> str:
+    """What the verdict triggered, once it has ended."""
+    m = cfg.monitor
     if result.retrain is not None:
         r = result.retrain
         moved = f"champion v{r.champion_before} -> v{r.champion_after}" if r.champion_before != r.champion_after else f"champion stays v{r.champion_after}"
-        lines.append(f"retrain: root run {r.run_id} on {r.data_rows} rows -> {model.name} v{r.version}; {moved}")
-    elif result.retrain_error is not None:
-        lines.append("retrain: FAILED (see the error below; the retrain's root run is tagged mlcycle.error)")
-    elif m.retrain_on.value != "never" and not result.note.startswith("retrain"):
-        lines.append(f"retrain: not triggered (monitor.retrain_on={m.retrain_on.value})")
-    return "\n".join(lines)
+        return f"retrain: root run {r.run_id} on {r.data_rows} rows -> {result.model.name} v{r.version}; {moved}"
+    if result.retrain_error is not None:
+        return "retrain: FAILED (see the error below; the retrain's root run is tagged mlcycle.error)"
+    if result.note.startswith("retrain"):
+        return result.note
+    return f"retrain: not triggered (monitor.retrain_on={m.retrain_on.value})"

@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     from mlcycle.config.load import compose
     from mlcycle.monitoring.retrain import retrain
 
-    outcome = retrain(compose(argv[1:], config_name="monitor"), argv[0])
+    outcome = retrain(compose(argv[1:], config_name="monitor"), argv[0], announce=lambda line: print(line, flush=True))
     moved = "promoted to champion" if outcome.promoted else f"champion stays v{outcome.champion_after}"
     print(f"mlcycle retrain: root run {outcome.run_id} on {outcome.data_rows} rows -> version {outcome.version}; {moved}")
     return 0

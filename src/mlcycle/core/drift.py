@@ -20,6 +20,7 @@ alone flags negligible shifts on large ones.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
@@ -212,6 +213,15 @@ class Decay:
     worsening: float  # > 0 when worse, in the metric's own units
     relative: float  # worsening / |baseline|
     decayed: bool
+
+    def change(self) -> str:
+        """The batch against the baseline in words, in the metric's direction: "worse by
+        0.3857 (-49.9%)", "better by 0.0299 (+4.0%)" or "unchanged"."""
+        if self.worsening == 0:
+            return "unchanged"
+        word, sign = ("worse", "-") if self.worsening > 0 else ("better", "+")
+        share = f" ({sign}{abs(self.relative):.1%})" if math.isfinite(self.relative) else ""
+        return f"{word} by {abs(self.worsening):.4f}{share}"
 
 
 # Metrics in the units of the target (or unbounded): an absolute tolerance means nothing

@@ -1,15 +1,18 @@
 """Monitoring runs (the MLflow side of ``core.drift``).
 
 ``monitor(cfg)``: the watched model version -> its reference data through lineage -> drift
-and performance on a new batch (``Findings``) -> a verdict, logged as its own root run
-(run kind ``monitor``) -> when the verdict reaches ``monitor.retrain_on``,
-``retrain.retrain``.
+and performance on a new batch (``Findings``) -> a verdict (told to the caller at once),
+logged as its own root run (run kind ``monitor``, its page: ``page.py``) -> when the verdict
+reaches ``monitor.retrain_on``, ``retrain.retrain``, and the page again with the run it made.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,10 +25,11 @@ from mlcycle.core import drift
 from mlcycle.core.data import CATEGORICAL, NUMERIC, digest, read_table, resolve_path
 from mlcycle.core.evaluation import compute_metrics, greater_is_better, predict_all, primary_metric
 from mlcycle.errors import ConfigError
-from mlcycle.monitoring import reference
+from mlcycle.monitoring import page, reference
 from mlcycle.monitoring.retrain import (
     MONITORED_MODEL_TAG,
     MONITORED_VERSION_TAG,
+    RETRAIN_RUN_TAG,
     RETRAIN_TAG,
     VERDICT_TAG,
     RetrainOutcome,
@@ -80,27 +84,56 @@ class MonitorResult(Findings):
     retrain_error: BaseException | None = None  # the triggered retrain failed with this
 
 
-def monitor(cfg: MonitorAppConfig) -> MonitorResult:
-    """Compare a new batch with the watched model's reference data; log and act on it."""
+def monitor(
+    cfg: MonitorAppConfig,
+    *,
+    on_verdict: Callable[[Findings], None] | None = None,
+    say: Callable[[str], None] | None = None,
+) -> MonitorResult:
+    """Compare a new batch with the watched model's reference data; log and act on it.
+
+    ``on_verdict(findings)`` hears the verdict as soon as it is known, before the monitoring
+    run is logged and before any retrain; ``say`` gets the lines that follow (the monitoring
+    run, the retrain starting), in order, while the work goes on.
+    """
+    say = say or log.info
     uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
     check_tracking_store(uri, cfg.mlflow.connect_timeout)  # fail in seconds, before any work
     experiment_id = hygiene.open_experiment(uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location, "monitor")
     client = MlflowClient(uri)
+    m = cfg.monitor
     found = examine(cfg, client)
-    run_id = log_monitoring_run(cfg, experiment_id, found)
+    if on_verdict is not None:
+        on_verdict(found)
+    triggered = drift.at_least(found.verdict, m.retrain_on.value)
+    skipped = "retrain skipped: the batch has no labels" if triggered and found.labelled_rows == 0 else ""
+    drawn = page.plots(found) if m.report else None
+    run_id = log_monitoring_run(cfg, experiment_id, found, drawn, page.planned(m, found, skipped))
     result = MonitorResult(**vars(found), run_id=run_id, experiment_id=experiment_id, tracking_uri=uri)
-    if not drift.at_least(found.verdict, cfg.monitor.retrain_on.value):
+    say(f"monitoring run {run_id}" + (" (report.html in its artifacts)" if m.report else ""))
+    if skipped:
+        client.set_tag(run_id, RETRAIN_TAG, skipped)
+        return replace(result, note=skipped)
+    if not triggered:
         return result
-    if found.labelled_rows == 0:
-        note = "retrain skipped: the batch has no labels"
-        client.set_tag(run_id, RETRAIN_TAG, note)
-        return replace(result, note=note)
     try:
-        outcome = retrain(cfg, run_id)
+        outcome = retrain(cfg, run_id, announce=say)
     except Exception as exc:  # the verdict stands; the caller reports the failed action
         log.debug("retrain failed", exc_info=True)
-        return replace(result, retrain_error=exc)
-    return replace(result, retrain=outcome)
+        result = replace(result, retrain_error=exc)
+        action = page.failed(exc, client.get_run(run_id).data.tags.get(RETRAIN_RUN_TAG))
+    else:
+        result = replace(result, retrain=outcome)
+        action = page.finished(outcome, found.model.name)
+    if drawn is not None:  # the page again, now with the run the retrain made
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "report.html"
+                path.write_text(page.html(m, found, run_id, experiment_id, drawn, action), encoding="utf-8")
+                client.log_artifact(run_id, str(path))
+        except Exception as exc:  # the page of the verdict is there already
+            log.warning("could not rewrite report.html of monitoring run %s: %s", run_id, exc)
+    return result
 
 
 def examine(cfg: MonitorAppConfig, client: MlflowClient) -> Findings:
@@ -202,9 +235,10 @@ def _performance(client: MlflowClient, m: MonitorConfig, model: reference.ModelR
     return metrics, decay, labelled, ""
 
 
-def log_monitoring_run(cfg: MonitorAppConfig, experiment_id: str, found: Findings) -> str:
+def log_monitoring_run(cfg: MonitorAppConfig, experiment_id: str, found: Findings, drawn: dict[str, str] | None,
+                       action: page.Action) -> str:
     """The monitoring run: verdict and lineage as tags, drift per feature as metrics, the
-    batch, drift.json and the report as artifacts."""
+    batch, drift.json and (with ``drawn``, its plots) the report as artifacts."""
     m, model, ref = cfg.monitor, found.model, found.reference
     tags = {
         VERDICT_TAG: found.verdict,
@@ -242,8 +276,8 @@ def log_monitoring_run(cfg: MonitorAppConfig, experiment_id: str, found: Finding
             "drift.json",
         )
         log_frames({"batch": found.batch}, "batch")
-        if m.report:
-            log_text(_report(m, found), "report.html")
+        if drawn is not None:
+            log_text(page.html(m, found, run.run_id, experiment_id, drawn, action), "report.html")
         return run.run_id
 
 
@@ -263,43 +297,3 @@ def _metrics(found: Findings) -> dict[str, float | None]:
     if found.decay is not None:
         metrics[f"{found.decay.metric}_worsening"] = found.decay.worsening
     return metrics
-
-
-def _report(m: MonitorConfig, found: Findings) -> str:
-    from mlcycle.report import monitoring as report
-
-    model, ref, batch = found.model, found.reference, found.batch
-    fitted, kinds = ref.fitted_rows, ref.kinds
-    plots = {r.feature: report.distribution_plot(r.feature, kinds[r.feature], fitted[r.feature], batch[r.feature])
-             for r in found.features}
-    ref_scores, batch_scores, score_kind = found.scores
-    plots["prediction"] = report.distribution_plot(
-        "prediction (model output)", score_kind, pd.Series(ref_scores), pd.Series(batch_scores)
-    )
-    drifted = sum(r.drifted for r in found.features)
-    summary = [
-        ("model", f"{model.name} version {model.version}" + (f" (@{model.alias})" if model.alias else "")),
-        ("reference", f"root run {ref.root_run_id}, {len(fitted)} rows ({ref.data_source})"),
-        ("batch", f"{found.batch_source}, {found.batch_rows} rows"),
-        ("drifted features", f"{drifted} of {len(found.features)} ({found.drifted_share:.0%}; threshold {m.max_drifted_share:.0%})"),
-    ]
-    if (decay := found.decay) is not None:
-        summary.append(
-            (decay.metric, f"registered {decay.baseline:.4f}, batch {decay.current:.4f}, worse by {decay.worsening:.4f} "
-             f"(decay at {tolerance(decay.metric, m)})")
-        )
-    metrics = {k: (model.registered_metric(k), v) for k, v in found.batch_metrics.items()}
-    return report.render(
-        title=f"Monitoring {model.name} v{model.version}", summary=summary, verdict=found.verdict, features=found.features,
-        prediction=found.prediction, decay=found.decay, metrics=metrics, plots=plots,
-    )
-
-
-def tolerance(metric: str, m: MonitorConfig) -> str:
-    """The decay rule for ``metric`` in words, e.g. "> 0.05 or > 10 %"."""
-    rules = []
-    if m.max_metric_drop is not None and metric not in drift.SCALE_DEPENDENT:
-        rules.append(f"> {m.max_metric_drop:g}")
-    if m.max_relative_drop is not None:
-        rules.append(f"> {m.max_relative_drop:.0%}")
-    return " or ".join(rules) if rules else "never"

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -58,10 +58,11 @@ class RetrainOutcome:
         return self.version is not None and self.champion_after == self.version != self.champion_before
 
 
-def retrain(cfg: MonitorAppConfig, monitoring_run_id: str) -> RetrainOutcome:
+def retrain(cfg: MonitorAppConfig, monitoring_run_id: str, announce: Callable[[str], None] | None = None) -> RetrainOutcome:
     """Train on reference + the monitoring run's labelled batch, as a new root run.
 
     Refuses when the monitoring run already triggered a retrain that did not fail.
+    ``announce`` gets one line as the training starts (the pipeline's own output follows).
     """
     uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
     check_tracking_store(uri, cfg.mlflow.connect_timeout)
@@ -135,7 +136,10 @@ def retrain(cfg: MonitorAppConfig, monitoring_run_id: str) -> RetrainOutcome:
     pipe_cfg = from_resolved(resolved, cfg.monitor.retrain_overrides)
     champion_alias = pipe_cfg.registry.champion_alias
     before = alias_version(client, name, champion_alias)
-    log.info("retraining %s on %d reference + %d batch rows", name, len(kept), len(batch))
+    (announce or log.info)(
+        f"retraining: {name} with the config of v{version} on {len(kept)} reference + {len(batch)} batch rows, "
+        f"as a new pipeline run"
+    )
     with _detached_from_mlflow_run():
         try:
             result = pipeline.run(pipe_cfg)

@@ -12,7 +12,6 @@ and a block of the same name to ``templates/report.html.j2``.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,10 +20,11 @@ from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
 
 import mlcycle
 from mlcycle.report import REPORT_ERROR_TAG, figures
+from mlcycle.report.registry import registry_section
+from mlcycle.report.render import ui_path
 from mlcycle.report.tree import (
     RunTree,
     StageView,
@@ -34,16 +34,12 @@ from mlcycle.report.tree import (
     metric_table,
     prefixed,
 )
-from mlcycle.tracking.cache import CACHE_TAG
 from mlcycle.tracking.lineage import DATA_DIGEST_TAG, DATA_NAME_TAG, DATA_SOURCE_TAG
-from mlcycle.tracking.model_io import MODEL_URI_TAG
-from mlcycle.tracking.registry import ALIASES_TAG, REGISTERED_MODEL_TAG, REGISTERED_VERSION_TAG
-from mlcycle.tracking.runs import ERROR_TAG, KIND_TAG, STAGE_TAG
+from mlcycle.tracking.registry import REGISTERED_MODEL_TAG, REGISTERED_VERSION_TAG
+from mlcycle.tracking.runs import ERROR_TAG
 from mlcycle.tracking.study import TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
 
 _TRIAL_STATES = {"FINISHED": figures.COMPLETE, "KILLED": figures.PRUNED, "FAILED": figures.FAIL}
-_GATE_KEY = re.compile(r"gate|champion|threshold|promot|decision|compar|baseline", re.I)
-_DECISION_KEY = re.compile(r"decision|passed|promoted", re.I)
 
 
 def summary(tree: RunTree) -> dict[str, Any]:
@@ -183,8 +179,10 @@ def tuning_section(tree: RunTree) -> dict[str, Any]:
     history_logged = {k: v for k, v in logged_plots.items() if "history" in k.lower()}
     history = next(iter(history_logged.values()), None) or figures.optimization_history(trials, metric or "score", greater)
     importances, estimated = _logged_importances(stage), False
-    if not importances and not any("importance" in k.lower() for k in logged_plots):
+    if not importances:
         importances, estimated = figures.estimate_importances(trials, greater), True
+    # the importances table (with its bars) says what a logged importance plot says, readably
+    shown = {k: v for k, v in logged_plots.items() if k not in history_logged and not (importances and "importance" in k.lower())}
     errors = Counter(t.error for t in trials if t.state == figures.FAIL and t.error)
     return {
         "stage": stage.info(),
@@ -200,7 +198,7 @@ def tuning_section(tree: RunTree) -> dict[str, Any]:
         "timing": metric_table(m, ["folds_prepare_seconds", "study_seconds"]),
         "history": history,
         "history_drawn": not history_logged,
-        "plots": {k: v for k, v in logged_plots.items() if k not in history_logged},
+        "plots": shown,
         "importances": list(importances.items())[:10],
         "importances_estimated": estimated,
         "top_trials": ranked[:10],
@@ -243,45 +241,6 @@ def evaluation_section(tree: RunTree) -> dict[str, Any]:
     }
 
 
-def registry_section(tree: RunTree) -> dict[str, Any]:
-    stage = tree.stages["register"]
-    p, m, tags = stage.params, stage.metrics, stage.tags
-    name = p.get("registered_model") or tree.root_tags.get(REGISTERED_MODEL_TAG)
-    version = p.get("version") or tree.root_tags.get(REGISTERED_VERSION_TAG)
-    skip_tags = {STAGE_TAG, KIND_TAG, ERROR_TAG, ALIASES_TAG, MODEL_URI_TAG}
-    logged = {
-        **{k: v for k, v in p.items() if k not in ("registered_model", "version")},
-        **{k: v for k, v in m.items() if k != "duration_seconds"},
-        **{k: v for k, v in tags.items() if k.startswith("mlcycle.") and k not in skip_tags and not k.startswith(CACHE_TAG)},
-    }
-    out: dict[str, Any] = {
-        "stage": stage.info(),
-        "model_name": name,
-        "version": version,
-        "aliases": [a for a in (tags.get(ALIASES_TAG) or "").split(",") if a],
-        "model_uri": tags.get(MODEL_URI_TAG),
-        "gate": {k: v for k, v in sorted(logged.items()) if _GATE_KEY.search(k)},
-        "other": {k: v for k, v in sorted(logged.items()) if not _GATE_KEY.search(k)},
-        "decision": None,
-        "version_tags": {},
-        "version_gate": {},
-        "current_aliases": {},
-        "registry_problem": None,
-    }
-    if name and version:
-        try:
-            mv = tree.client.get_model_version(name, version)
-            vtags = dict(sorted(mv.tags.items()))
-            out["version_gate"] = {k: v for k, v in vtags.items() if _GATE_KEY.search(k)}
-            out["version_tags"] = {k: v for k, v in vtags.items() if not _GATE_KEY.search(k)}
-            out["current_aliases"] = dict(sorted(tree.client.get_registered_model(name).aliases.items()))
-        except MlflowException as exc:
-            out["registry_problem"] = f"{name} v{version} is no longer in the registry ({exc.error_code})"
-    decision = {**out["version_gate"], **out["gate"]}
-    out["decision"] = next(((k, v) for k, v in decision.items() if _DECISION_KEY.search(k)), None)
-    return out
-
-
 def lineage_section(tree: RunTree) -> dict[str, Any]:
     tags = tree.root_tags
     keys = ["git_commit", "git_dirty", "mlcycle_version", "config_fingerprint", "data_name", "data_source", "data_digest"]
@@ -292,7 +251,7 @@ def lineage_section(tree: RunTree) -> dict[str, Any]:
         "root_run_id": tree.root.info.run_id,
         "experiment_id": experiment,
         "runs": [
-            {**s.info(), "ui_path": f"#/experiments/{experiment}/runs/{s.run.info.run_id}"} for s in tree.stages.values()
+            {**s.info(), "ui_path": ui_path(experiment, s.run.info.run_id)} for s in tree.stages.values()
         ],
         "config": config,
     }

@@ -38,35 +38,16 @@ def figure_data_uri(fig, dpi: int = 100) -> str:
     return png_data_uri(buffer.getvalue())
 
 
-def best_so_far(values: Sequence[float], greater: bool) -> list[float]:
-    out: list[float] = []
-    for value in values:
-        out.append(value if not out else (max if greater else min)(out[-1], value))
-    return out
-
-
 def optimization_history(trials: Sequence[Trial], metric: str, greater: bool) -> str | None:
-    """Score per trial and the best so far, as a PNG data URI (None without a scored trial)."""
-    from matplotlib.figure import Figure
+    """Score per trial and the best so far (``core.tuning.history_figure``, the drawing the
+    tune stage logs), as a PNG data URI; None without a scored trial."""
+    from mlcycle.core.tuning import history_figure
 
     scored = sorted((t for t in trials if t.value is not None and math.isfinite(t.value)), key=lambda t: t.number)
     if not scored:
         return None
-    fig = Figure(figsize=(6.4, 3.4))
-    ax = fig.subplots()
-    complete = [t for t in scored if t.state == COMPLETE]
-    others = [t for t in scored if t.state != COMPLETE]
-    ax.scatter([t.number for t in complete], [t.value for t in complete], s=18, color="#2563eb", label="trial", zorder=3)
-    if others:
-        ax.scatter([t.number for t in others], [t.value for t in others], s=18, color="#9ca3af", marker="x", label="pruned", zorder=2)
-    if complete:
-        ax.step(
-            [t.number for t in complete], best_so_far([t.value for t in complete], greater),
-            where="post", color="#dc2626", lw=1.5, label="best so far",
-        )
-    ax.set(xlabel="trial", ylabel=f"cv {metric}", title=f"Optimization history ({'higher' if greater else 'lower'} is better)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    fig = history_figure([t.number for t in scored], [t.value for t in scored], [t.state == COMPLETE for t in scored],
+                         metric, greater)
     return figure_data_uri(fig)
 
 

@@ -1,4 +1,5 @@
-"""The monitoring report: one self-contained HTML page (plots inlined as base64 PNG).
+"""The monitoring report: one self-contained HTML page (plots inlined as PNG data URIs),
+drawn with the run report's Jinja environment and base template (``render.py``).
 
 Pure: no mlflow, no hydra. The MLflow UI shows an ``.html`` artifact in place, so the page
 needs no server, no script and no file beside it.
@@ -6,16 +7,16 @@ needs no server, no script and no file beside it.
 
 from __future__ import annotations
 
-import base64
 import io
 from collections.abc import Mapping, Sequence
-from html import escape
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mlcycle.core.data import CATEGORICAL, DATETIME
 from mlcycle.core.drift import MISSING, UNSEEN, Decay, FeatureDrift, as_numbers
+from mlcycle.report.figures import png_data_uri
 
 REFERENCE_COLOR, BATCH_COLOR = "#4C72B0", "#DD8452"
 MAX_BARS = 15
@@ -29,11 +30,11 @@ def _figure_png(fig) -> str:
         fig.savefig(buffer, format="png", dpi=72)
     finally:
         plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return png_data_uri(buffer.getvalue())
 
 
 def distribution_plot(name: str, kind: str, reference: pd.Series, current: pd.Series) -> str:
-    """Reference vs batch distribution of one column, as base64 PNG: share of rows per bin
+    """Reference vs batch distribution of one column, as a PNG data URI: share of rows per bin
     (numeric, common bins over the central 99 % of both) or per category (top levels)."""
     import matplotlib
 
@@ -84,78 +85,48 @@ def _category_shares(values: pd.Series) -> pd.Series:
 def render(
     *,
     title: str,
+    run_id: str,
+    experiment_id: str,
     summary: Sequence[tuple[str, str]],
     verdict: str,
+    action: Any,
     features: Sequence[FeatureDrift],
     prediction: FeatureDrift | None,
     decay: Decay | None,
     metrics: Mapping[str, tuple[float | None, float | None]],
     plots: Mapping[str, str],
 ) -> str:
-    """The HTML page. ``summary``: (label, value) rows; ``metrics``: name -> (registered,
-    batch); ``plots``: column name (or ``prediction``) -> base64 PNG."""
+    """The HTML page (``templates/monitoring.html.j2``, the run report's environment and
+    base). ``summary``: (label, value) rows; ``action``: what the verdict triggered
+    (``monitoring.page.Action``); ``metrics``: name -> (registered, batch); ``plots``: column
+    name (or ``prediction``) -> PNG data URI."""
+    import time
+
+    import mlcycle
+    from mlcycle.report.render import render_page, ui_path
+
     rows = [*features, *([prediction] if prediction is not None else [])]
-    feature_rows = "\n".join(
-        "<tr{cls}><td>{f}</td><td>{k}</td><td>{psi}</td><td>{t}</td><td>{s}</td><td>{p}</td>"
-        "<td>{mr}</td><td>{mc}</td><td>{d}</td></tr>".format(
-            cls=' class="drifted"' if r.drifted else "",
-            f=escape(r.feature), k=r.kind, psi=_num(r.psi), t=r.test, s=_num(r.statistic),
-            p=_pvalue(r.p_value), mr=f"{r.missing_reference:.1%}", mc=f"{r.missing_current:.1%}",
-            d="yes" if r.drifted else "",
-        )
-        for r in rows
-    )
-    metric_rows = "\n".join(
-        f"<tr{' class=drifted' if decay and name == decay.metric and decay.decayed else ''}>"
-        f"<td>{escape(name)}</td><td>{_num(reg)}</td><td>{_num(cur)}</td></tr>"
-        for name, (reg, cur) in metrics.items()
-    )
-    summary_rows = "\n".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in summary)
-    figures = "\n".join(
-        f'<figure><img alt="{escape(name)}" src="data:image/png;base64,{png}"></figure>' for name, png in plots.items()
-    )
-    performance = (
-        f"<h2>Performance on the labelled batch</h2><table><tr><th>metric</th><th>registered (test split)</th>"
-        f"<th>batch</th></tr>{metric_rows}</table>"
-        if metrics
-        else "<h2>Performance</h2><p>The batch has no labels: drift only.</p>"
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
-tr.drifted td {{ background: #fde2e1; }}
-.verdict {{ display: inline-block; padding: 0.2em 0.8em; border-radius: 4px; font-weight: bold; }}
-.ok {{ background: #d4edda; }} .drift {{ background: #fff3cd; }} .decay {{ background: #f8d7da; }}
-figure {{ display: inline-block; margin: 0.3em; }}
-</style></head><body>
-<h1>{escape(title)}</h1>
-<p>Verdict: <span class="verdict {escape(verdict)}">{escape(verdict.upper())}</span></p>
-<table>{summary_rows}</table>
-{performance}
-<h2>Drift per feature</h2>
-<p>PSI over reference-quantile bins (numeric) or reference categories (categorical), missing
-values as their own bin; KS or chi-squared test. Drifted: PSI at or above the threshold and
-p-value below alpha.</p>
-<table><tr><th>feature</th><th>kind</th><th>PSI</th><th>test</th><th>statistic</th><th>p-value</th>
-<th>missing (ref)</th><th>missing (batch)</th><th>drifted</th></tr>
-{feature_rows}</table>
-<h2>Distributions: reference vs batch</h2>
-{figures}
-<p style="font-size:0.8em;color:#666">Unseen categories are bucketed as {escape(UNSEEN)}; missing values as {escape(MISSING)}.</p>
-</body></html>
-"""
-
-
-def _num(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "-"
-    return f"{value:.4g}"
+    return render_page("monitoring.html.j2", {
+        "title": title, "run_id": run_id, "experiment_id": experiment_id, "ui_path": ui_path(experiment_id, run_id),
+        "summary": list(summary), "verdict": verdict,
+        "action": action, "action_ui_path": ui_path(experiment_id, action.run_id) if action.run_id else None,
+        "features": [
+            {"name": r.feature, "kind": r.kind, "psi": r.psi, "test": r.test, "statistic": r.statistic,
+             "p_value": _pvalue(r.p_value), "missing_reference": r.missing_reference,
+             "missing_current": r.missing_current, "drifted": r.drifted}
+            for r in rows
+        ],
+        "metrics": [
+            {"name": name, "registered": reg, "batch": cur, "decayed": bool(decay and name == decay.metric and decay.decayed)}
+            for name, (reg, cur) in metrics.items()
+        ],
+        "plots": dict(plots),
+        "unseen": UNSEEN, "missing": MISSING,
+        "generated_at": int(time.time() * 1000), "mlcycle_version": mlcycle.__version__,
+    })
 
 
 def _pvalue(value: float) -> str:
     if value is None or np.isnan(value):
-        return "-"
+        return "–"
     return "<1e-300" if value == 0 else f"{value:.3g}"

@@ -1,8 +1,10 @@
 """Turn the collected sections into ONE self-contained HTML page with Jinja2.
 
-Pure: no mlflow, no hydra. The template (``templates/report.html.j2``) has one block per
-section; values are HTML-escaped (autoescape), styles are inline, images are data URIs, and
-``check_self_contained`` refuses a page that would fetch anything.
+Pure: no mlflow, no hydra. ONE Jinja environment for every page: the run report
+(``templates/report.html.j2``, one block per section) and the monitoring page
+(``monitoring.html.j2``) both extend ``base.html.j2`` (the style) and share
+``_macros.html.j2``; values are HTML-escaped (autoescape), styles are inline, images are data
+URIs, and ``check_self_contained`` refuses a page that would fetch anything.
 """
 
 from __future__ import annotations
@@ -118,6 +120,12 @@ def fmt_time(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def ui_path(experiment_id: str, run_id: str) -> str:
+    """Where the MLflow UI shows a run, after its address. Text on the page, not a link: the
+    UI shows report artifacts in a sandboxed frame that cannot navigate."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def exact(value: Any) -> str:
     """The value as logged, for ``data-value`` attributes (the displayed number is rounded)."""
     return repr(float(value)) if isinstance(value, int | float) else str(value)
@@ -137,6 +145,11 @@ def environment():
     return env
 
 
+def render_page(template: str, context: dict[str, Any]) -> str:
+    """``templates/<template>`` with ``context``; raises if the page is not self-contained."""
+    return check_self_contained(environment().get_template(template).render(**context))
+
+
 def render_html(context: dict[str, Any]) -> str:
     """The report page for ``context`` (see ``collect.collect``); raises if not self-contained."""
-    return check_self_contained(environment().get_template(TEMPLATE).render(**context))
+    return render_page(TEMPLATE, context)

@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from mlcycle.errors import MlcycleError
 from mlcycle.report import figures
-from mlcycle.tracking.cache import CACHE_TAG
+from mlcycle.tracking.cache import CACHE_TAG, HIT, REASON_TAG
 from mlcycle.tracking.runs import (
     ERROR_TAG,
     KIND_PIPELINE,
@@ -68,8 +68,14 @@ class StageView:
         return dict(self.run.data.tags)
 
     @property
-    def cache(self) -> dict[str, str]:
-        return {k: v for k, v in self.run.data.tags.items() if k.startswith(CACHE_TAG)}
+    def cache(self) -> str | None:
+        """The step cache's decision for this run: hit | miss | forced | off (None: not recorded)."""
+        return self.run.data.tags.get(CACHE_TAG)
+
+    @property
+    def cache_hit(self) -> bool:
+        """Only a hit is a hit: the stage did not run, its outputs came from another run."""
+        return self.cache == HIT
 
     @property
     def seconds(self) -> float | None:
@@ -82,7 +88,8 @@ class StageView:
         """The strip every stage section starts with."""
         return {
             "name": self.name, "run_id": self.run.info.run_id, "status": self.run.info.status,
-            "error": self.run.data.tags.get(ERROR_TAG), "seconds": self.seconds, "cache": self.cache,
+            "error": self.run.data.tags.get(ERROR_TAG), "seconds": self.seconds,
+            "cache": self.cache, "cache_hit": self.cache_hit, "cache_reason": self.run.data.tags.get(REASON_TAG),
             "source_run_id": self.source.info.run_id if self.source else None,
         }
 

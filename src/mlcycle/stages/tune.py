@@ -64,7 +64,7 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     run.log.log_metrics({f"best_cv_{metric}": best.best_value, f"val_{metric}": val_score,
                          "folds_prepare_seconds": folds_seconds, **done.metrics()})
     if tune.plots:
-        figures, importances = tuning.study_figures(best.study, cfg.seed)
+        figures, importances = tuning.study_figures(best.study, cfg.seed, metric)
         log_figures(figures, "plots")
         if importances:
             log_artifact_dict(importances, "param_importances.json")

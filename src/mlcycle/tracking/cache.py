@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 FINGERPRINT_TAG = "mlcycle.fingerprint"
 CACHE_TAG = "mlcycle.cache"  # hit | miss | forced | off
+HIT = "hit"  # the one value of CACHE_TAG that means the stage did not run
 REASON_TAG = "mlcycle.cache_reason"
 SOURCE_ROOT_TAG = "mlcycle.cache_source_root"
 HITS_TAG = "mlcycle.cache_hits"  # on the root run: stages served from the cache
@@ -159,7 +160,7 @@ class StageCache:
         """The newest FINISHED run of this stage that computed (not reused) these outputs."""
         runs = self.client.search_runs(
             [self.root.experiment_id],
-            filter_string=f"tags.`{FINGERPRINT_TAG}` = '{fp}' AND attributes.status = 'FINISHED' AND tags.`{CACHE_TAG}` != 'hit'",
+            filter_string=f"tags.`{FINGERPRINT_TAG}` = '{fp}' AND attributes.status = 'FINISHED' AND tags.`{CACHE_TAG}` != '{HIT}'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
@@ -191,7 +192,7 @@ class StageCache:
         child.log.set_tags(
             {k: source.data.tags[k] for k in COPIED_TAGS if k in source.data.tags}
             | {
-                CACHE_TAG: "hit", FINGERPRINT_TAG: fp, SOURCE_TAG: source_id, SOURCE_ROOT_TAG: source_root,
+                CACHE_TAG: HIT, FINGERPRINT_TAG: fp, SOURCE_TAG: source_id, SOURCE_ROOT_TAG: source_root,
                 REASON_TAG: "outputs reused",
                 NOTE_TAG: (
                     f"Cache hit: this stage did not run. Its outputs, params and metrics come from stage run "

@@ -82,13 +82,13 @@ def run_study(
 
     def on_trial(result: TrialResult) -> None:
         trials.submit(trial_record(result, objective.metric))
-        bar.update(result.state, result.value)
+        bar.update(result.state, result.value, result.number)
 
     started = time.perf_counter()
     try:
         result = optimize(
             objective, search, on_trial=on_trial, on_start=lambda before, slots: bar.start(slots, before.done),
-            **optimize_kwargs,
+            on_trial_start=lambda begun: bar.trial_started(begun.number, begun.at), **optimize_kwargs,
         )
     finally:
         bar.close()

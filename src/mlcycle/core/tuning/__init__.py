@@ -5,13 +5,15 @@ The study maximises or minimises the mean cross-validated score of the primary m
 * ``objective``: what a trial scores, and how another machine rebuilds it;
 * ``study``: the search settings, the trial loop every worker runs, reaping dead trials;
 * ``storage``: Optuna storages, samplers and pruners;
-* ``optimize``: one invocation's trials in threads or processes, the summary, the figures.
+* ``optimize``: one invocation's trials in threads or processes, the summary;
+* ``figures``: the optimization history and the parameter importances.
 
 The names below are the package's API (``from mlcycle.core import tuning``).
 """
 
+from mlcycle.core.tuning.figures import history_figure, study_figures
 from mlcycle.core.tuning.objective import Objective, describe_objective, objective_from_description
-from mlcycle.core.tuning.optimize import jobs_worth_starting, optimize, study_figures, summarize
+from mlcycle.core.tuning.optimize import jobs_worth_starting, optimize, summarize
 from mlcycle.core.tuning.storage import is_shared, make_pruner, make_sampler, open_storage
 from mlcycle.core.tuning.study import (
     ERROR_ATTR,
@@ -20,6 +22,7 @@ from mlcycle.core.tuning.study import (
     Search,
     StudyResult,
     TrialResult,
+    TrialStarted,
     WorkerStats,
     counts,
     load_study,
@@ -31,8 +34,8 @@ from mlcycle.core.tuning.study import (
 )
 
 __all__ = [
-    "ERROR_ATTR", "OWNER_ATTR", "Counts", "Objective", "Search", "StudyResult", "TrialResult", "WorkerStats", "counts",
-    "describe_objective", "is_shared", "load_study", "make_pruner", "make_sampler", "objective_from_description",
+    "ERROR_ATTR", "OWNER_ATTR", "Counts", "Objective", "Search", "StudyResult", "TrialResult", "TrialStarted", "WorkerStats", "counts",
+    "describe_objective", "history_figure", "is_shared", "load_study", "make_pruner", "make_sampler", "objective_from_description",
     "open_storage", "optimize", "reap_dead_trials", "search_for", "study_figures", "study_name", "suggest",
     "summarize", "jobs_worth_starting", "work",
 ]

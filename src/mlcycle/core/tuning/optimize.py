@@ -1,5 +1,5 @@
-"""One invocation's trials: ``optimize`` runs them in ``n_jobs`` threads or processes,
-summarises the study and draws its figures. Pure: no mlflow, no hydra."""
+"""One invocation's trials: ``optimize`` runs them in ``n_jobs`` threads or processes and
+summarises the study (its figures: ``figures.py``). Pure: no mlflow, no hydra."""
 
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-import numpy as np
 import optuna
-from optuna.trial import TrialState
 
 from mlcycle.core import threads
 from mlcycle.core.tuning.objective import Objective
@@ -30,6 +28,7 @@ from mlcycle.core.tuning.study import (
     Search,
     StudyResult,
     TrialResult,
+    TrialStarted,
     WorkerStats,
     counts,
     fail_stale_trials,
@@ -47,6 +46,7 @@ def optimize(
     parallel: str = "process",
     threads_per_fit: int | None = None,
     on_trial: Callable[[TrialResult], None] | None = None,
+    on_trial_start: Callable[[TrialStarted], None] | None = None,
     on_start: Callable[[Counts, int], None] | None = None,
     max_trials: int | None = None,
     worker_seed: int = 0,
@@ -61,9 +61,10 @@ def optimize(
     trial runs here, and its duration decides whether workers are worth starting
     (``jobs_worth_starting``). Each trial's fits use ``threads.per_job(n_jobs,
     threads_per_fit)`` threads. ``on_start(counts, slots)`` is called once the study is
-    open; ``max_trials`` caps the trials this invocation runs (a ``tune-worker``'s share).
-    ``worker_seed`` offsets the sampler seeds, so that independent workers on one study do
-    not draw the same points.
+    open, ``on_trial_start`` as each trial begins (a worker process's reach it through the
+    queue too; for a progress bar). ``max_trials`` caps the trials this invocation runs (a
+    ``tune-worker``'s share). ``worker_seed`` offsets the sampler seeds, so that independent
+    workers on one study do not draw the same points.
     """
     started = time.time()
     deadline = started + search.tune.timeout if search.tune.timeout else None
@@ -94,7 +95,7 @@ def optimize(
         if on_start is not None:
             on_start(before, slots)
         blas = search.tune.blas_threads
-        loop = {"shared": shared, "deadline": deadline, "on_trial": on_trial}
+        loop = {"shared": shared, "deadline": deadline, "on_trial": on_trial, "on_trial_start": on_trial_start}
         stats: list[WorkerStats] = []
         if auto:
             n_jobs = 1
@@ -115,8 +116,8 @@ def optimize(
                 ]
                 stats += [f.result() for f in futures]
         else:
-            stats += _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial, worker_seed,
-                                   threads.per_job(n_jobs, threads_per_fit))
+            stats += _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial, on_trial_start,
+                                   worker_seed, threads.per_job(n_jobs, threads_per_fit))
         result = summarize(study, before.done, stats)
         if temporary:  # the journal file goes with its folder: keep the study in memory
             memory = optuna.storages.InMemoryStorage()
@@ -178,8 +179,8 @@ class _WorkerFailed:
     message: str
 
 
-def _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial, worker_seed,
-                  per_worker_threads) -> list[WorkerStats]:
+def _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial, on_trial_start,
+                  worker_seed, per_worker_threads) -> list[WorkerStats]:
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     quota_value = quota.value if quota is not None else None
@@ -194,12 +195,14 @@ def _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_
         for index in range(1, n_jobs)
     ]
     finished: list[WorkerStats | _WorkerFailed] = []
-    drainer = threading.Thread(target=_drain, args=(results, procs, finished, on_trial), name="mlcycle-drain", daemon=True)
+    drainer = threading.Thread(target=_drain, args=(results, procs, finished, on_trial, on_trial_start),
+                               name="mlcycle-drain", daemon=True)
     try:
         for proc in procs:
             proc.start()
         drainer.start()
-        own = work(study, objective, search, quota=quota, shared=shared, deadline=deadline, on_trial=on_trial)
+        own = work(study, objective, search, quota=quota, shared=shared, deadline=deadline, on_trial=on_trial,
+                   on_trial_start=on_trial_start)
         for proc in procs:
             proc.join()
         drainer.join()
@@ -218,9 +221,9 @@ def _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_
     return [own, *(f for f in finished if isinstance(f, WorkerStats))]
 
 
-def _drain(results, procs, finished: list, on_trial) -> None:
-    """Hand the workers' trial results to ``on_trial`` in this process, until every worker
-    has reported its end (or died)."""
+def _drain(results, procs, finished: list, on_trial, on_trial_start) -> None:
+    """Hand the workers' trial starts and results to ``on_trial_start`` and ``on_trial`` in
+    this process, until every worker has reported its end (or died)."""
     while len(finished) < len(procs):
         try:
             item = results.get(timeout=0.5)
@@ -231,6 +234,9 @@ def _drain(results, procs, finished: list, on_trial) -> None:
         if isinstance(item, TrialResult):
             if on_trial is not None:
                 on_trial(item)
+        elif isinstance(item, TrialStarted):
+            if on_trial_start is not None:
+                on_trial_start(item)
         else:
             finished.append(item)
 
@@ -249,7 +255,7 @@ def _process_main(objective, search, index, quota_value, shared, deadline, resul
             quota = Quota(0, quota_value) if quota_value is not None else None
             stats = work(
                 study, objective, search, quota=quota, shared=shared, deadline=deadline, on_trial=results.put,
-                should_stop=lambda: os.getppid() != parent_pid,  # the parent died: stop
+                on_trial_start=results.put, should_stop=lambda: os.getppid() != parent_pid,  # the parent died: stop
             )
         results.put(stats)
     except BaseException as exc:
@@ -258,47 +264,3 @@ def _process_main(objective, search, index, quota_value, shared, deadline, resul
     finally:
         results.close()
         results.join_thread()
-
-
-# --------------------------------------------------------------------------- plots
-def study_figures(study: optuna.Study, seed: int) -> tuple[dict, dict[str, float]]:
-    """Optimization history and parameter importances (matplotlib figures by file name),
-    and the importances themselves. Needs 1 and 2 complete trials respectively; with fewer,
-    that figure is left out."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    figures: dict = {}
-    importances: dict[str, float] = {}
-    if not complete:
-        return figures, importances
-    values = [t.value for t in complete]
-    best = np.maximum.accumulate(values) if study.direction.name == "MAXIMIZE" else np.minimum.accumulate(values)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter([t.number for t in complete], values, s=14, label="trial", alpha=0.7)
-    ax.step([t.number for t in complete], best, where="post", color="C1", label="best so far")
-    ax.set(xlabel="trial", ylabel="objective (mean CV score)", title="Optimization history")
-    ax.legend(loc="best")
-    figures["optimization_history.png"] = fig
-
-    names = list(dict.fromkeys(p for t in complete for p in t.params))
-    varying = [p for p in names if len({repr(t.params.get(p)) for t in complete if p in t.params}) > 1]
-    if len(complete) >= 2 and varying:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-                importances = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varying)
-        except (RuntimeError, ValueError):
-            importances = {}
-    if importances:
-        names = list(importances)[::-1]
-        fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(names)))
-        ax.barh(names, [importances[n] for n in names])
-        ax.set(xlabel="importance (fANOVA)", title="Hyperparameter importances")
-        fig.tight_layout()
-        figures["param_importances.png"] = fig
-    return figures, {k: float(v) for k, v in importances.items()}

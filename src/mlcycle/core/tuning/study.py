@@ -90,6 +90,14 @@ class TrialResult:
 
 
 @dataclass(frozen=True)
+class TrialStarted:
+    """A worker began trial ``number`` at ``at`` (seconds since the epoch): for a progress bar."""
+
+    number: int
+    at: float
+
+
+@dataclass(frozen=True)
 class WorkerStats:
     worker: str
     trials: int
@@ -261,6 +269,7 @@ def work(
     shared: bool = False,
     deadline: float | None = None,
     on_trial: Callable[[TrialResult], None] | None = None,
+    on_trial_start: Callable[[TrialStarted], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> WorkerStats:
     """Run trials until the study reaches ``search.tune.n_trials`` finished trials.
@@ -270,7 +279,8 @@ def work(
     the loop counts the study's trials in the storage (a race between workers may add a
     few extra trials), and when the last trials are running elsewhere it waits for them,
     failing stale ones so that their retries run here. Both may apply (a worker told to
-    run at most N trials of a shared study).
+    run at most N trials of a shared study). ``on_trial_start`` hears of each trial as it
+    begins, ``on_trial`` of each as it ends.
     """
     token = owner_token()
     persistent = search.tune.storage is not None
@@ -284,6 +294,9 @@ def work(
 
     def fn(trial: optuna.Trial) -> float:
         current[:] = [trial.number]
+        if on_trial_start is not None:
+            begun = trial.datetime_start
+            on_trial_start(TrialStarted(trial.number, begun.timestamp() if begun else time.time()))
         if persistent:
             trial.set_user_attr(OWNER_ATTR, token)
         try:
