@@ -269,7 +269,7 @@ upgrade() {
   dump "$AUTH_DB" "$folder"
   # The tracking database: the one implementation mlcycle has (`mlcycle db upgrade`, also
   # `make db-upgrade`): pg_dump first, MLflow's migration, row counts compared.
-  MLCYCLE_PG_DUMP=$PGBIN/pg_dump PY -m mlcycle db upgrade --tracking-uri "$(db_uri)" --backup-dir "$folder" ||
+  MLCYCLE_PG_DUMP=$PGBIN/pg_dump PY -m mlcycle db upgrade --tracking-uri "$(db_uri)" --backup-dir "$folder" >&2 ||
     die "the upgrade stopped (see above); the server was not started"
   say "start the server with: make server"
 }
