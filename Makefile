@@ -39,6 +39,7 @@ lint: $(STAMP) ## ruff check
 	$(BIN)/ruff check src tests benchmarks
 
 ui: $(STAMP) ## open the MLflow UI on the embedded store (http://127.0.0.1:5000)
+	$(BIN)/mlcycle db check --tracking-uri sqlite:///$(CURDIR)/mlflow.db   # mlflow ui would migrate an older store silently
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 server: $(STAMP) ## start PostgreSQL (.pgdata/) + mlflow server on http://127.0.0.1:5000; MLCYCLE_AUTH=1 for basic auth

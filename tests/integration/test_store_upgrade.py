@@ -67,13 +67,14 @@ def old_store(old_store_template, tmp_path) -> tuple[Path, dict]:
 def test_every_command_refuses_a_store_an_older_mlflow_wrote_and_leaves_it_as_it_was(old_store, tmp_path):
     db, _ = old_store
     uri, before, old_revision = f"sqlite:///{db}", digest(db), revision(db)
-    from mlcycle.tracking.store_schema import head_revision, migrations
-
-    assert old_revision in migrations()  # a revision this MLflow knows: older, not foreign
 
     train = mlcycle(tmp_path, uri, "train", *TINY)
     assert train.returncode == 4, train.stderr
+    assert digest(db) == before  # not migrated (MLflow alone migrates it, silently)
     line = only_error_line(train)
+    from mlcycle.tracking.store_schema import head_revision, migrations
+
+    assert old_revision in migrations()  # a revision this MLflow knows: older, not foreign
     assert line == (
         f"error: tracking store {uri} was written by an older MLflow (schema {old_revision}, this "
         f"MLflow {MLFLOW_VERSION} needs {head_revision()}): "

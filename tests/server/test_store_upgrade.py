@@ -17,7 +17,6 @@ import uuid
 import pytest
 from mlflow import MlflowClient
 
-from mlcycle.tracking.store_upgrade import pg_dump_path
 from tests.old_mlflow import read_store
 from tests.server.harness import TINY, cli
 
@@ -35,6 +34,12 @@ def fetch(postgres, database: str, sql: str):
             return cur.fetchone()[0]
     finally:
         conn.close()
+
+
+def pg_dump_path() -> str:
+    from mlcycle.tracking.store_upgrade import pg_dump_path as found
+
+    return found()
 
 
 def recording_pg_dump(tmp_path):

@@ -46,8 +46,17 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     uri, timeout = _store(args)
+    from mlcycle.core.masking import mask_uri
+    from mlcycle.errors import MlcycleError
     from mlcycle.tracking.remote import check_reachable
+    from mlcycle.tracking.store_schema import is_database
 
+    if not is_database(uri):
+        raise MlcycleError(
+            f"{mask_uri(uri)} is not a tracking database: mlcycle db works on the database itself "
+            "(sqlite, PostgreSQL); a tracking server's database is checked by scripts/server.sh "
+            "start and upgraded on its machine with scripts/server.sh upgrade"
+        )
     check_reachable(uri, timeout)
     if args.action == "check":
         return _check(uri, timeout, args.upgrade_command)
@@ -64,15 +73,8 @@ def _store(args) -> tuple[str, float]:
 
 
 def _check(uri: str, timeout: float, upgrade_command: str | None) -> int:
-    from mlcycle.core.masking import mask_uri
-    from mlcycle.errors import MlcycleError
     from mlcycle.tracking import store_schema
 
-    if not store_schema.is_database(uri):
-        raise MlcycleError(
-            f"{mask_uri(uri)} is not a tracking database: a tracking server checks its own "
-            "database (scripts/server.sh start refuses an out-of-date one)"
-        )
     schema = store_schema.refuse_mismatch(uri, timeout, upgrade_command or store_schema.UPGRADE_COMMAND)
     if schema is None:
         print(f"no tracking store at {store_schema.sqlite_path(uri)} yet; MLflow creates it on first use")

@@ -87,12 +87,7 @@ def upgrade(uri: str, folder: Path, timeout: float = 5.0, say: Callable[[str], N
     (``say`` tells why). ``check()`` the result."""
     schema = read_schema(uri, timeout)
     if schema is None:
-        path = sqlite_path(uri)
-        raise MlcycleError(
-            f"no tracking store at {path}" if path else f"{mask_uri(uri)} is not a tracking database: "
-            "mlcycle db upgrade works on the database (sqlite, PostgreSQL); a tracking server's "
-            "database is upgraded on its machine with scripts/server.sh upgrade"
-        )
+        raise MlcycleError(f"no tracking store at {sqlite_path(uri) or mask_uri(uri)}")
     if schema.status in (FRESH, CURRENT):
         say(f"{schema.describe()}: nothing to upgrade, no backup taken")
         return None
