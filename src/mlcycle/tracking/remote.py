@@ -13,8 +13,8 @@ the pipeline asks once, with a short timeout and no retries, before it creates a
 
 Then a database store's schema (sqlite, PostgreSQL, ...) must be the one this MLflow uses
 (``store_schema.refuse_mismatch``): MLflow would otherwise migrate an older store silently.
-That check reads the revision without migrating; it imports MLflow (for its migrations), the
-reachability checks do not.
+That check reads the revision without migrating, and MLflow's own revisions from its
+migration scripts' text. No mlflow import: this runs before MLflow is loaded.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from mlcycle.core.masking import mask_uri
 from mlcycle.errors import TrackingUnreachable
-from mlcycle.tracking.store_schema import is_database
+from mlcycle.tracking.store_schema import is_database, refuse_mismatch
 
 DEFAULT_DB_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
 HINT = "start it (make server), or point MLFLOW_TRACKING_URI / mlflow.tracking_uri at a running one"
@@ -41,8 +41,6 @@ def check_tracking_store(uri: str, timeout: float = 5.0) -> None:
     ``StoreSchemaError`` unless a database store has this MLflow's schema (or none yet)."""
     check_reachable(uri, timeout)
     if is_database(uri):
-        from mlcycle.tracking.store_schema import refuse_mismatch
-
         refuse_mismatch(uri, timeout)
 
 
