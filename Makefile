@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv run test test-postgres test-fast lint ui data clean server server-stop server-status airflow-check
+.PHONY: help venv run test test-postgres test-fast lint ui data clean server server-stop server-status db-upgrade airflow-check
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -39,6 +39,7 @@ lint: $(STAMP) ## ruff check
 	$(BIN)/ruff check src tests benchmarks
 
 ui: $(STAMP) ## open the MLflow UI on the embedded store (http://127.0.0.1:5000)
+	$(BIN)/mlcycle db check --tracking-uri sqlite:///$(CURDIR)/mlflow.db   # mlflow ui would migrate an older store silently
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 server: $(STAMP) ## start PostgreSQL (.pgdata/) + mlflow server on http://127.0.0.1:5000; MLCYCLE_AUTH=1 for basic auth
@@ -49,6 +50,9 @@ server-stop: ## stop the mlflow server and PostgreSQL
 
 server-status: ## is the tracking server running?
 	@scripts/server.sh status
+
+db-upgrade: $(STAMP) ## after an MLflow upgrade: back up the tracking store, migrate it, compare row counts (team server: scripts/server.sh upgrade)
+	$(BIN)/mlcycle db upgrade $(ARGS)
 
 data: $(STAMP) ## write the default dataset to data/ecommerce.csv
 	$(BIN)/mlcycle generate-data

@@ -7,13 +7,13 @@
 #   scripts/server.sh db-create NAME               create a database on the cluster
 #   scripts/server.sh db-uri [--with-password] [NAME]   SQLAlchemy URL of a database (default: mlflow)
 #   scripts/server.sh backup [FOLDER]              pg_dump of the tracking (and auth) databases
-#   scripts/server.sh upgrade [FOLDER]             backup, then mlflow db upgrade (server stopped)
+#   scripts/server.sh upgrade [FOLDER]             backup, migrate, compare row counts (server stopped)
 #
 # Settings (environment): MLCYCLE_PGDATA (.pgdata), MLCYCLE_SERVER_DIR (.server: pid, logs,
 # generated auth config), MLCYCLE_PG_PORT (5433), MLCYCLE_PG_USER (mlcycle), MLCYCLE_PG_DB
 # (mlflow), MLCYCLE_SERVER_HOST (127.0.0.1), MLCYCLE_SERVER_PORT (5000), MLCYCLE_SERVER_WORKERS
 # (1), MLCYCLE_ARTIFACTS_DESTINATION (mlartifacts-server/), MLCYCLE_ALLOWED_HOSTS,
-# MLCYCLE_CORS_ORIGINS, MLCYCLE_MLFLOW (.venv/bin/mlflow).
+# MLCYCLE_CORS_ORIGINS, MLCYCLE_MLFLOW (.venv/bin/mlflow; mlcycle must be installed beside it).
 # Basic auth: MLCYCLE_AUTH=1, admin password from MLCYCLE_AUTH_ADMIN_PASSWORD (or
 # MLFLOW_AUTH_ADMIN_PASSWORD), needed the first time only; MLCYCLE_AUTH_DEFAULT_PERMISSION (READ).
 #
@@ -203,9 +203,12 @@ start() {
   local cors=${MLCYCLE_CORS_ORIGINS:-http://127.0.0.1:$PORT,http://localhost:$PORT}
   local uri
   uri=$(db_uri)
-  # Create the schema once, before any worker starts. An existing schema is never migrated
-  # here: an MLflow upgrade that needs a migration stops at start-up with a message, and
-  # `scripts/server.sh upgrade` migrates after taking a backup.
+  # mlflow server would migrate a schema an older MLflow wrote, silently and without a backup
+  # (and the older MLflow could not read it any more). `mlcycle db check` reads the revision
+  # without migrating and refuses an older or unknown one in one line naming
+  # `scripts/server.sh upgrade`, which backs up, migrates and compares row counts.
+  PY -m mlcycle db check --tracking-uri "$uri" --upgrade-command "scripts/server.sh upgrade" >&2 || exit $?
+  # A database without MLflow's schema gets it once, before any worker starts.
   if [ -z "$(psql_ -d "$PG_DB" -tAc "SELECT to_regclass('public.alembic_version')")" ]; then
     say "creating the tracking schema (mlflow db upgrade $uri)"
     "$MLFLOW" db upgrade "$uri" >>"$STATE/mlflow-upgrade.log" 2>&1 || die "mlflow db upgrade failed, see $STATE/mlflow-upgrade.log"
@@ -229,10 +232,6 @@ start() {
     healthy "$probe" && break
     if ! kill -0 "$(cat "$STATE/mlflow.pid")" 2>/dev/null; then
       rm -f "$STATE/mlflow.pid"
-      if grep -q "out-of-date database schema" "$STATE/mlflow.log"; then
-        grep -o "Detected out-of-date database schema ([^)]*)" "$STATE/mlflow.log" | tail -n 1 >&2
-        die "this MLflow needs a newer tracking schema: run 'scripts/server.sh upgrade' (it backs up first), then start again"
-      fi
       tail -n 20 "$STATE/mlflow.log" >&2
       die "mlflow server exited, see $STATE/mlflow.log"
     fi
@@ -265,26 +264,33 @@ upgrade() {
   if pid=$(server_pid); then die "the mlflow server is running (pid $pid): stop it first (make server-stop)"; fi
   mkdir -p "$STATE"
   db_start
-  backup "${1:-$ROOT/backups}"
-  local uri
-  uri=$(db_uri)
-  say "upgrading the tracking schema (mlflow db upgrade $uri)"
-  "$MLFLOW" db upgrade "$uri" >>"$STATE/mlflow-upgrade.log" 2>&1 ||
-    die "mlflow db upgrade failed, see $STATE/mlflow-upgrade.log; the backup above restores the database (docs/operations.md)"
-  say "schema upgraded; start the server with: make server"
+  local folder=${1:-$ROOT/backups}
+  # The auth database (users, permissions) is migrated by the server itself at its next start.
+  dump "$AUTH_DB" "$folder"
+  # The tracking database: the one implementation mlcycle has (`mlcycle db upgrade`, also
+  # `make db-upgrade`): pg_dump first, MLflow's migration, row counts compared.
+  MLCYCLE_PG_DUMP=$PGBIN/pg_dump PY -m mlcycle db upgrade --tracking-uri "$(db_uri)" --backup-dir "$folder" >&2 ||
+    die "the upgrade stopped (see above); the server was not started"
+  say "start the server with: make server"
 }
 
 backup() {
   pg_bin
   db_running || die "PostgreSQL is not running: scripts/server.sh db-start"
-  local folder=${1:-$ROOT/backups} stamp db
+  local folder=${1:-$ROOT/backups}
+  dump "$PG_DB" "$folder"
+  dump "$AUTH_DB" "$folder"
+}
+
+# dump DATABASE FOLDER: pg_dump -Fc (consistent while the server runs), mode 600; nothing
+# when the database does not exist.
+dump() {
+  local db=$1 folder=$2 stamp
+  [ -n "$(psql_ -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'")" ] || return 0
   stamp=$(date +%Y%m%d-%H%M%S)
   mkdir -p "$folder"
-  for db in "$PG_DB" "$AUTH_DB"; do
-    [ -n "$(psql_ -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'")" ] || continue
-    (umask 077; "$PGBIN/pg_dump" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -Fc -f "$folder/$db-$stamp.dump" "$db")
-    say "wrote $folder/$db-$stamp.dump"
-  done
+  (umask 077; "$PGBIN/pg_dump" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -Fc -f "$folder/$db-$stamp.dump" "$db")
+  say "wrote $folder/$db-$stamp.dump"
 }
 
 case ${1:-} in

@@ -34,6 +34,24 @@ def template_store(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def old_mlflow() -> Path:
+    """The previous MLflow's python (tests/old_mlflow.py: skipped without it, failed in CI)."""
+    from tests.old_mlflow import old_python
+
+    return old_python()
+
+
+@pytest.fixture(scope="session")
+def old_store_template(old_mlflow, tmp_path_factory) -> tuple[Path, dict]:
+    """A sqlite store written by the previous MLflow (once per session; copy it, never open
+    it with this MLflow: that migrates it) and the summary of what it holds."""
+    from tests.old_mlflow import write_store
+
+    folder = tmp_path_factory.mktemp("old-store")
+    return folder / "mlflow.db", write_store(old_mlflow, f"sqlite:///{folder / 'mlflow.db'}", folder)
+
+
 @pytest.fixture
 def store(tmp_path, template_store, monkeypatch) -> Iterator[str]:
     """A private sqlite tracking store; MLFLOW_TRACKING_URI and MLCYCLE_ROOT point at it."""

@@ -37,6 +37,8 @@ commands:
   tune-worker              join a tuning study from another process or machine
   monitor [overrides...]   drift/decay of the champion on a new batch; retrain on the verdict
   retrain <monitor-run-id> retrain on a monitoring run's batch (what monitor does on decay)
+  db check | upgrade       is the tracking database's schema this MLflow's? upgrade: back up,
+                           migrate, compare row counts (needed after an MLflow upgrade)
 
 Run 'mlcycle <command> --help' for a command's options; 'mlcycle train --help' shows the
 configuration groups. Examples:
@@ -64,6 +66,7 @@ COMMANDS: dict[str, str] = {
     "tune-worker": "mlcycle.commands.tune_worker:main",
     "monitor": "mlcycle.commands.monitor:main",
     "retrain": "mlcycle.commands.retrain:main",
+    "db": "mlcycle.commands.db:main",
 }
 
 # Options that are switches (store_true). `mlflow run` passes every declared parameter, so an

@@ -32,6 +32,13 @@ class TrackingUnreachable(MlcycleError):
     exit_code = 3
 
 
+class StoreSchemaError(MlcycleError):
+    """The tracking database's schema is not the one this MLflow uses: older (``mlcycle db
+    upgrade`` migrates it after a backup) or unknown (written by a newer MLflow)."""
+
+    exit_code = 4
+
+
 class LineageError(MlcycleError):
     """A run or model version cannot be traced back to what made it."""
 

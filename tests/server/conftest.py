@@ -64,6 +64,28 @@ def new_database(postgres: Postgres, mlflow_template: str):
 
 
 @pytest.fixture(scope="session")
+def old_pg_template(postgres: Postgres, old_mlflow, tmp_path_factory) -> Iterator[tuple[str, dict]]:
+    """A database written by the previous MLflow (tests/old_mlflow.py), once per session,
+    and the summary of what it holds; tests get copies (``old_database``)."""
+    from tests.old_mlflow import write_store
+
+    name = f"mlcycle_old_tmpl_{os.getpid()}"
+    postgres.drop_database(name)
+    uri = postgres.create_database(name)
+    yield name, write_store(old_mlflow, uri, tmp_path_factory.mktemp("old-pg-store"))
+    postgres.drop_database(name)
+
+
+@pytest.fixture
+def old_database(postgres: Postgres, old_pg_template, request) -> Iterator[tuple[str, str, dict]]:
+    """A fresh copy of the old-MLflow database: (name, URI with password, summary)."""
+    template, summary = old_pg_template
+    name = f"mlcycle_old_{re.sub(r'[^a-z0-9]', '_', request.node.name.lower())[:24]}_{uuid.uuid4().hex[:8]}"
+    yield name, postgres.create_database(name, template=template), summary
+    postgres.drop_database(name)
+
+
+@pytest.fixture(scope="session")
 def shared_server(new_database, tmp_path_factory) -> Iterator[MlflowServer]:
     """One server for the tests that do not disturb it; each test uses its own experiment."""
     server = MlflowServer(new_database("shared"), tmp_path_factory.mktemp("shared-server")).start()

@@ -166,24 +166,65 @@ def test_make_server_starts_postgres_and_an_authenticated_mlflow_server_and_stop
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/health", timeout=5)
 
-    # schema upgrades: `upgrade` backs up first; `start` never migrates an existing schema
+    # `upgrade` on a schema that is already current: the auth database is dumped, the
+    # tracking one left as it is (tests/server/test_store_upgrade.py: the real upgrades)
     upgraded = script(env, "upgrade", str(tmp_path / "pre-upgrade"))
     assert upgraded.returncode == 0, upgraded.stderr[-3000:]
-    assert "schema upgraded" in upgraded.stderr
-    assert sorted(p.name.split("-")[0] for p in (tmp_path / "pre-upgrade").iterdir()) == [
-        "mlflow",
-        "mlflow_auth",
-    ]
-    with tracking_db(env, db_password) as cur:  # pretend the schema predates this MLflow
+    assert "nothing to upgrade, no backup taken" in upgraded.stderr
+    assert [p.name.split("-")[0] for p in (tmp_path / "pre-upgrade").iterdir()] == ["mlflow_auth"]
+    with tracking_db(env, db_password) as cur:  # a schema this MLflow does not know (a newer one's)
         cur.execute("SELECT version_num FROM alembic_version")
         head = cur.fetchone()[0]
-        cur.execute("UPDATE alembic_version SET version_num = 'older0000000'")
-    outdated = script(env, "start")
-    assert outdated.returncode != 0
-    assert "Detected out-of-date database schema (found version older0000000" in outdated.stderr
-    assert "run 'scripts/server.sh upgrade' (it backs up first)" in outdated.stderr
+        cur.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    unknown = script(env, "start")
+    assert unknown.returncode == 4, unknown.stderr[-3000:]
+    assert "has schema ffffffffffff, which MLflow" in unknown.stderr
+    assert "mlflow server: stopped" in script(env, "status").stdout
     with tracking_db(env, db_password) as cur:
         cur.execute("UPDATE alembic_version SET version_num = %s", (head,))
+    assert script(env, "stop").returncode == 0
+
+
+def test_start_refuses_a_database_an_older_mlflow_wrote_and_upgrade_backs_up_migrates_and_counts(
+    script_env, old_mlflow, tmp_path
+):
+    """`make server` on a database the previous MLflow wrote (its own venv): refused before
+    mlflow server opens it (it would migrate it silently); `scripts/server.sh upgrade` dumps
+    it, migrates it and compares row counts (the same `mlcycle db upgrade`); then the server
+    serves the old history."""
+    from tests.old_mlflow import write_store
+
+    env = {**script_env, "MLCYCLE_AUTH": "0"}
+    assert script(env, "db-start").returncode == 0
+    uri = script(env, "db-uri", "--with-password").stdout.strip()
+    summary = write_store(old_mlflow, uri, tmp_path / "old")
+    db_password = uri.split("@", 1)[0].rsplit(":", 1)[1]
+    with tracking_db(env, db_password) as cur:
+        cur.execute("SELECT version_num FROM alembic_version")
+        [old_revision] = cur.fetchone()
+
+    refused = script(env, "start")
+    assert refused.returncode == 4, refused.stderr[-3000:]
+    assert f"was written by an older MLflow (schema {old_revision}" in refused.stderr
+    assert "run 'scripts/server.sh upgrade' on it (it backs up first)" in refused.stderr
+    assert "mlflow server: stopped" in script(env, "status").stdout
+    with tracking_db(env, db_password) as cur:
+        cur.execute("SELECT version_num FROM alembic_version")
+        assert cur.fetchone()[0] == old_revision
+
+    upgraded = script(env, "upgrade", str(tmp_path / "backups"))
+    assert upgraded.returncode == 0, upgraded.stderr[-3000:]
+    [dump] = (tmp_path / "backups").iterdir()
+    assert dump.name.startswith("mlflow-") and f"-schema-{old_revision}-to-mlflow-" in dump.name
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+    assert "counts equal" in upgraded.stderr and "start the server with: make server" in upgraded.stderr
+
+    started = script(env, "start")
+    assert started.returncode == 0, started.stderr[-3000:]
+    client = MlflowClient(f"http://127.0.0.1:{env['MLCYCLE_SERVER_PORT']}")
+    ids = [client.get_experiment_by_name(n).experiment_id for n in summary["experiments"]]
+    assert sorted(r.info.run_id for r in client.search_runs(ids, max_results=1000)) == summary["run_ids"]
+    assert int(client.get_model_version_by_alias("old-model", "champion").version) == int(summary["champion"])
     assert script(env, "stop").returncode == 0
 
 

@@ -9,9 +9,12 @@ the pipeline asks once, with a short timeout and no retries, before it creates a
   would send (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` or ``MLFLOW_TRACKING_TOKEN``);
 * a database URI (``postgresql+psycopg2://``, ``mysql://``, ...): a TCP connection to its
   host and port;
-* local stores (``sqlite:``, ``file:``) need no check.
+* local stores (``sqlite:``, ``file:``) need no reachability check.
 
-No mlflow import: this runs before MLflow is loaded.
+Then a database store's schema (sqlite, PostgreSQL, ...) must be the one this MLflow uses
+(``store_schema.refuse_mismatch``): MLflow would otherwise migrate an older store silently.
+That check reads the revision without migrating, and MLflow's own revisions from its
+migration scripts' text. No mlflow import: this runs before MLflow is loaded.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from urllib.parse import urlsplit
 
 from mlcycle.core.masking import mask_uri
 from mlcycle.errors import TrackingUnreachable
+from mlcycle.tracking.store_schema import is_database, refuse_mismatch
 
 DEFAULT_DB_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
 HINT = "start it (make server), or point MLFLOW_TRACKING_URI / mlflow.tracking_uri at a running one"
@@ -33,6 +37,14 @@ def resolve_tracking_uri(configured: str) -> str:
 
 
 def check_tracking_store(uri: str, timeout: float = 5.0) -> None:
+    """Raise ``TrackingUnreachable`` (one line naming the URI) unless the store answers, and
+    ``StoreSchemaError`` unless a database store has this MLflow's schema (or none yet)."""
+    check_reachable(uri, timeout)
+    if is_database(uri):
+        refuse_mismatch(uri, timeout)
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Raise ``TrackingUnreachable`` (one line naming the URI) unless the store answers."""
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
     if scheme in ("http", "https"):
