@@ -37,6 +37,7 @@ commands:
   tune-worker              join a tuning study from another process or machine
   monitor [overrides...]   drift/decay of the champion on a new batch; retrain on the verdict
   retrain <monitor-run-id> retrain on a monitoring run's batch (what monitor does on decay)
+  ui                       the MLflow UI for the project's store, opened on the runs table
 
 Run 'mlcycle <command> --help' for a command's options; 'mlcycle train --help' shows the
 configuration groups. Examples:
@@ -64,6 +65,7 @@ COMMANDS: dict[str, str] = {
     "tune-worker": "mlcycle.commands.tune_worker:main",
     "monitor": "mlcycle.commands.monitor:main",
     "retrain": "mlcycle.commands.retrain:main",
+    "ui": "mlcycle.commands.ui:main",
 }
 
 # Options that are switches (store_true). `mlflow run` passes every declared parameter, so an

@@ -7,6 +7,7 @@ One champion is trained per module (a few seconds); every test watches that vers
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import mlflow
@@ -170,6 +171,10 @@ def test_cli_exit_codes_and_table(trained, tmp_path, capsys):
     assert monitor_cmd.main([f"batch.path={ok_path}", *BATCH]) == 0
     out = capsys.readouterr().out
     assert "verdict: OK (exit code 0)" in out and "product_category" in out
+    [mon] = [r for r in roots(MlflowClient(), "monitor") if r.info.run_id in out]
+    assert mon.info.run_name == "monitor-v1-mlcycle-ecommerce"
+    assert re.search(rf"^  browse: make .*ui, then http://127\.0\.0\.1:5000/#/experiments/{mon.info.experiment_id}/runs/"
+                     rf"{mon.info.run_id}/artifacts/report\.html\?workflowType=machine_learning$", out, re.M)
     assert monitor_cmd.main([f"batch.path={bad_path}", "monitor.retrain_on=never", *BATCH]) == 11
     assert "verdict: DECAY (exit code 11)" in capsys.readouterr().out
     assert monitor_cmd.main([f"batch.path={bad_path}", "monitor.retrain_on=never", "monitor.exit_codes=false", *BATCH]) == 0

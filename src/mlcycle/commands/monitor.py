@@ -65,6 +65,9 @@ def write_result(result, path: str) -> None:
 
 def summary(result, cfg) -> str:
     """The short table: one line per feature, the prediction, performance, verdict, action."""
+    from mlcycle.report import REPORT_ARTIFACT
+    from mlcycle.tracking import ui
+
     m = cfg.monitor
     model = result.model
     lines = [
@@ -96,6 +99,8 @@ def summary(result, cfg) -> str:
     code = result.exit_code
     lines.append(f"verdict: {result.verdict.upper()} (exit code {code if m.exit_codes else 0})")
     lines.append(f"monitoring run {result.run_id} (report.html in its artifacts)")
+    if where := ui.browse(result.tracking_uri, ui.run_path(result.experiment_id, result.run_id, REPORT_ARTIFACT)):
+        lines.append(f"  browse: {where}")
     if result.retrain is not None:
         r = result.retrain
         moved = f"champion v{r.champion_before} -> v{r.champion_after}" if r.champion_before != r.champion_after else f"champion stays v{r.champion_after}"

@@ -217,7 +217,7 @@ def log_monitoring_run(cfg: MonitorAppConfig, experiment_id: str, found: Finding
         "mlcycle.drifted_features": ",".join(r.feature for r in found.features if r.drifted),
         **dict(cfg.mlflow.tags),
     }
-    name = cfg.mlflow.run_name or f"monitor-{model.name}-v{model.version}"
+    name = cfg.mlflow.run_name or f"monitor-v{model.version}-{model.name}"  # what differs first
     with sigterm_raises(), root_run(experiment_id, name, tags, kind=KIND_MONITOR) as run:
         run.log.log_params(flatten(m, "monitor"))
         run.log.log_params({

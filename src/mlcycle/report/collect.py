@@ -34,11 +34,12 @@ from mlcycle.report.tree import (
     metric_table,
     prefixed,
 )
+from mlcycle.tracking import ui
 from mlcycle.tracking.cache import CACHE_TAG
 from mlcycle.tracking.lineage import DATA_DIGEST_TAG, DATA_NAME_TAG, DATA_SOURCE_TAG
 from mlcycle.tracking.model_io import MODEL_URI_TAG
 from mlcycle.tracking.registry import ALIASES_TAG, REGISTERED_MODEL_TAG, REGISTERED_VERSION_TAG
-from mlcycle.tracking.runs import ERROR_TAG, KIND_TAG, STAGE_TAG
+from mlcycle.tracking.runs import ERROR_TAG, KIND_TAG, STAGE_TAG, TIME_METRICS
 from mlcycle.tracking.study import TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
 
 _TRIAL_STATES = {"FINISHED": figures.COMPLETE, "KILLED": figures.PRUNED, "FAILED": figures.FAIL}
@@ -54,6 +55,7 @@ def summary(tree: RunTree) -> dict[str, Any]:
         "run_name": root.info.run_name,
         "run_id": root.info.run_id,
         "experiment_id": root.info.experiment_id,
+        "ui_url": ui.url(tree.client.tracking_uri, ui.run_path(root.info.experiment_id, root.info.run_id)),
         "status": root.info.status,
         "start_time": root.info.start_time,
         "end_time": root.info.end_time,
@@ -116,7 +118,7 @@ def preprocessing_section(tree: RunTree) -> dict[str, Any]:
             "rows_out", "imputed_cells", "clipped_values"]
     return {
         "stage": stage.info(),
-        "counts": metric_table(m, keys + sorted(k for k in m if k not in keys and k != "duration_seconds")),
+        "counts": metric_table(m, keys + sorted(k for k in m if k not in keys and k not in TIME_METRICS)),
         "settings": dict(sorted(stage.params.items())),
     }
 
@@ -251,7 +253,7 @@ def registry_section(tree: RunTree) -> dict[str, Any]:
     skip_tags = {STAGE_TAG, KIND_TAG, ERROR_TAG, ALIASES_TAG, MODEL_URI_TAG}
     logged = {
         **{k: v for k, v in p.items() if k not in ("registered_model", "version")},
-        **{k: v for k, v in m.items() if k != "duration_seconds"},
+        **{k: v for k, v in m.items() if k not in TIME_METRICS},
         **{k: v for k, v in tags.items() if k.startswith("mlcycle.") and k not in skip_tags and not k.startswith(CACHE_TAG)},
     }
     out: dict[str, Any] = {
@@ -292,7 +294,8 @@ def lineage_section(tree: RunTree) -> dict[str, Any]:
         "root_run_id": tree.root.info.run_id,
         "experiment_id": experiment,
         "runs": [
-            {**s.info(), "ui_path": f"#/experiments/{experiment}/runs/{s.run.info.run_id}"} for s in tree.stages.values()
+            {**s.info(), "ui_url": ui.url(tree.client.tracking_uri, ui.run_path(experiment, s.run.info.run_id))}
+            for s in tree.stages.values()
         ],
         "config": config,
     }
