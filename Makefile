@@ -38,9 +38,8 @@ test-fast: $(STAMP) ## unit and integration tests only (no subprocess end-to-end
 lint: $(STAMP) ## ruff check
 	$(BIN)/ruff check src tests benchmarks
 
-ui: $(STAMP) ## open the MLflow UI on the embedded store (http://127.0.0.1:5000)
-	$(BIN)/mlcycle db check --tracking-uri sqlite:///$(CURDIR)/mlflow.db   # mlflow ui would migrate an older store silently
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+ui: $(STAMP) ## the MLflow UI on http://127.0.0.1:5000, opened on the runs table; STORE=<uri> for another store
+	$(BIN)/mlcycle ui $(if $(STORE),--tracking-uri '$(STORE)') $(ARGS)
 
 server: $(STAMP) ## start PostgreSQL (.pgdata/) + mlflow server on http://127.0.0.1:5000; MLCYCLE_AUTH=1 for basic auth
 	scripts/server.sh start

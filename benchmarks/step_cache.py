@@ -7,7 +7,7 @@
 
 Each run is ``pipeline.run`` in this process, after imports and the store's migrations
 (neither is part of what caching saves). Per-stage times are the root runs'
-``duration_<stage>_seconds`` metrics.
+``time_<stage>_seconds`` metrics.
 
     .venv/bin/python benchmarks/step_cache.py                  # 30 trials, 20,000 rows
     .venv/bin/python benchmarks/step_cache.py --trials 5 --rows 5000   # a quick check
@@ -54,6 +54,7 @@ def measure(args: argparse.Namespace, root: Path) -> int:
     from mlflow import MlflowClient
 
     from mlcycle import pipeline
+    from mlcycle.tracking.runs import seconds_of
 
     client = MlflowClient(uri)
     client.search_experiments()  # runs the store's migrations before any timing
@@ -70,7 +71,7 @@ def measure(args: argparse.Namespace, root: Path) -> int:
             [result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.run_id}'", max_results=100
         )
         status = {r.info.run_name: r.data.tags.get("mlcycle.cache", "?") for r in children}
-        seconds = {s: root_run.data.metrics.get(f"duration_{s}_seconds", float("nan")) for s in STAGES}
+        seconds = {s: seconds_of(root_run.data.metrics, s) or float("nan") for s in STAGES}
         print(f"  {label}: {wall:.1f} s", flush=True)
         return {"label": label, "wall": wall, "status": status, "seconds": seconds, "metrics": result.state.test_metrics}
 

@@ -39,6 +39,7 @@ commands:
   retrain <monitor-run-id> retrain on a monitoring run's batch (what monitor does on decay)
   db check | upgrade       is the tracking database's schema this MLflow's? upgrade: back up,
                            migrate, compare row counts (needed after an MLflow upgrade)
+  ui                       the MLflow UI for the project's store, opened on the runs table
 
 Run 'mlcycle <command> --help' for a command's options; 'mlcycle train --help' shows the
 configuration groups. Examples:
@@ -67,6 +68,7 @@ COMMANDS: dict[str, str] = {
     "monitor": "mlcycle.commands.monitor:main",
     "retrain": "mlcycle.commands.retrain:main",
     "db": "mlcycle.commands.db:main",
+    "ui": "mlcycle.commands.ui:main",
 }
 
 # Options that are switches (store_true). `mlflow run` passes every declared parameter, so an

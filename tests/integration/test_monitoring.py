@@ -127,16 +127,18 @@ def test_strong_drift_gives_decay_and_exactly_one_linked_retrain(trained):
     assert mon["mlcycle.champion_after"] == champion == result.retrain.champion_after
 
     # the verdict was told first, then the monitoring run, then the retrain as it started
-    assert [kind for kind, _ in heard] == ["verdict", "say", "say"] and heard[0] == ("verdict", "decay")
+    # (and where its page is in the MLflow UI)
+    assert [kind for kind, _ in heard] == ["verdict", "say", "say", "say"] and heard[0] == ("verdict", "decay")
     assert heard[1][1].startswith(f"monitoring run {result.run_id}")
-    assert heard[2][1].startswith("retraining: mlcycle-ecommerce with the config of v1 on 3000 reference + 1500 batch rows")
+    assert heard[2][1].startswith("  browse: ") and f"/runs/{result.run_id}/artifacts/report.html?" in heard[2][1]
+    assert heard[3][1].startswith("retraining: mlcycle-ecommerce with the config of v1 on 3000 reference + 1500 batch rows")
 
     # its page names the run the retrain made, with its path in the MLflow UI
     page = mlflow.artifacts.load_text(f"{client.get_run(result.run_id).info.artifact_uri}/report.html")
     experiment = retrain_run.info.experiment_id
     assert 'data-action="finished"' in page
     assert (f'<table class="kv" id="triggered-run"><tr><th>retrain (pipeline run)</th><td><code>{retrain_run.info.run_id}</code>'
-            f' <span class="muted">(in the MLflow UI: <span class="mono">#/experiments/{experiment}/runs/{retrain_run.info.run_id}</span>)')  in page
+            f' <span class="muted">(in the MLflow UI: <span class="mono">#/experiments/{experiment}/runs/{retrain_run.info.run_id}?workflowType=machine_learning</span>)')  in page
     assert f"mlcycle-ecommerce v{result.retrain.version}" in page
     assert page.count("data:image/png;base64,") == len(result.features) + 1
     assert external_references(page) == []
@@ -189,6 +191,10 @@ def test_cli_exit_codes_and_table(trained, tmp_path, capsys):
     assert monitor_cmd.main([f"batch.path={ok_path}", *BATCH]) == 0
     out = capsys.readouterr().out
     assert "verdict: OK (exit code 0)" in out and "product_category" in out
+    [mon] = [r for r in roots(MlflowClient(), "monitor") if r.info.run_id in out]
+    assert mon.info.run_name == "monitor-v1-mlcycle-ecommerce"
+    assert re.search(rf"^  browse: make .*ui, then http://127\.0\.0\.1:5000/#/experiments/{mon.info.experiment_id}/runs/"
+                     rf"{mon.info.run_id}/artifacts/report\.html\?workflowType=machine_learning$", out, re.M)
     assert monitor_cmd.main([f"batch.path={bad_path}", "monitor.retrain_on=never", *BATCH]) == 11
     assert "verdict: DECAY (exit code 11)" in capsys.readouterr().out
     assert monitor_cmd.main([f"batch.path={bad_path}", "monitor.retrain_on=never", "monitor.exit_codes=false", *BATCH]) == 0

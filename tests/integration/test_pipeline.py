@@ -70,6 +70,23 @@ def test_root_run_logs_config_lineage_and_headline_metrics(finished):
     assert 0.5 < metrics["test_roc_auc"] <= 1.0
     artifacts = {a.path for a in client.list_artifacts(root.info.run_id)}
     assert "config.yaml" in artifacts
+    # the UI: a short name, stage times named to sort after the headline metrics, a description
+    assert root.info.run_name == "lr-ecommerce"
+    assert {f"time_{s}_seconds" for s in STAGES} <= set(metrics)
+    assert not [k for k in metrics if k.startswith("duration")]
+    assert max(k for k in metrics if k.startswith(("cv_", "test_"))) < min(k for k in metrics if k.startswith("time_"))
+    note = tags["mlflow.note.content"].splitlines()
+    experiment, splits = root.info.experiment_id, result.state.splits
+    rows = len(splits.train) + len(splits.validation) + len(splits.test)
+    assert note == [
+        f"- **logistic_regression** on **ecommerce** · {rows:,} rows"
+        f" · test roc_auc **{metrics['test_roc_auc']:.4f}** · cv roc_auc {metrics['cv_roc_auc']:.4f}",
+        "- registered [mlcycle-ecommerce v1](#/models/mlcycle-ecommerce/versions/1?workflowType=machine_learning) "
+        f"(challenger, champion): **promoted**: {result.state.gate_summary}",
+        "- test: " + " · ".join(f"{k} {v:.4f}" for k, v in result.state.test_metrics.items() if k != "roc_auc"),
+        f"- report: [report.html](#/experiments/{experiment}/runs/{root.info.run_id}/artifacts/report.html"
+        "?workflowType=machine_learning) · stage times: metrics `time_<stage>_seconds`",
+    ]
     config = yaml.safe_load(mlflow.artifacts.load_text(f"{root.info.artifact_uri}/config.yaml"))
     assert config["model"]["name"] == "logistic_regression"
 
@@ -113,7 +130,7 @@ def test_stage_runs_log_what_they_did(finished):
     plots = {a.path for a in client.list_artifacts(evaluate.info.run_id, "plots")}
     assert plots == {f"plots/{p}" for p in ("confusion_matrix.png", "roc_curve.png", "precision_recall_curve.png", "calibration_curve.png")}
     for stage in stages.values():
-        assert stage.data.metrics["duration_seconds"] >= 0
+        assert stage.data.metrics["time_seconds"] >= 0 and "duration_seconds" not in stage.data.metrics
 
 
 def test_registered_model_predicts_like_the_in_memory_pipeline(finished):
@@ -194,3 +211,10 @@ def test_a_failing_stage_marks_stage_and_root_failed_with_the_error(tiny_cfg):
     assert all("max_iter" in t.data.tags["mlcycle.error"] for t in trials)
     running = client.search_runs([root.info.experiment_id], filter_string="attributes.status = 'RUNNING'")
     assert running == []
+    # the run page says what happened and what is known
+    note = root.data.tags["mlflow.note.content"].splitlines()
+    assert note[0].startswith("- **FAILED** in stage `tune`: all 3 tuning trials failed")
+    assert note[1].startswith("- **logistic_regression** on **ecommerce** · ") and "test" not in note[1]
+    assert note[2].startswith(f"- report: [report.html](#/experiments/{root.info.experiment_id}/runs/{root.info.run_id}/")
+    assert {f"time_{s}_seconds" for s in ("ingest", "preprocess", "features")} == {
+        k for k in root.data.metrics if k.startswith("time_")}

@@ -95,6 +95,9 @@ def test_promote_force_rollback_and_the_audit_trail(versions, capsys):
     assert lines[0] == "mlcycle-ecommerce: 3 version(s)"
     row2 = next(line for line in lines if line.startswith("2 "))
     assert "champion" in row2 and "passed" in row2
+    assert lines[1].split()[:3] == ["version", "aliases", "family"]
+    assert next(line for line in lines if line.startswith("1 ")).split()[2] == "random_forest"  # the pipeline's
+    assert row2.split()[2] == "-"  # the variants were registered without the tag
     assert "promotion history:" in listing and "incident drill" in listing
     assert sum(" rollback " in line for line in lines) == 3
 

@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 
 from mlcycle import pipeline
 from mlcycle.cli import main
+from mlcycle.config.load import source_checkout
 from mlcycle.tracking import model_io
 from tests.integration.registry_helpers import NAME
 
@@ -73,7 +74,8 @@ def test_batch_scoring_round_trip_equals_in_process_predictions(trained, tmp_pat
     np.testing.assert_array_equal(pd.read_csv(csv_out)["prediction"].to_numpy(), state.model.predict(X))
 
 
-def test_bad_batch_inputs_are_reported_by_row_or_fail_in_one_line(trained, tmp_path, capsys):
+def test_bad_batch_inputs_are_reported_by_row_or_fail_in_one_line(trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # elsewhere than the checkout: `make -C <checkout> ui`
     state = trained.state
     frame = state.splits.test.head(20).astype(object)
     frame.loc[2, "price"] = "abc"  # row 3
@@ -90,6 +92,11 @@ def test_bad_batch_inputs_are_reported_by_row_or_fail_in_one_line(trained, tmp_p
             "row 7: column 'session_date': 'yesterday' is not a valid datetime") in text
     assert len(pd.read_csv(out)) == 18
     run = predict_runs(client)[0]
+    lines = text.splitlines()
+    assert f"  all rejected rows: artifact scoring/rejected_rows.csv on run {run.info.run_id}" in lines
+    assert lines[-1] == (f"scoring run {run.info.run_id}; browse: make -C {source_checkout()} ui, then http://127.0.0.1:5000/"
+                         f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning")
+    assert run.data.metrics["time_seconds"] > 0
     assert (run.data.metrics["rows_rejected"], run.data.metrics["rows_scored"]) == (2, 18)
     rejected = pd.read_csv(mlflow.artifacts.download_artifacts(f"{run.info.artifact_uri}/scoring/rejected_rows.csv"))
     assert rejected[["row", "column", "value"]].to_dict("list") == {"row": [3, 7], "column": ["price", "session_date"], "value": ["abc", "yesterday"]}
@@ -97,7 +104,10 @@ def test_bad_batch_inputs_are_reported_by_row_or_fail_in_one_line(trained, tmp_p
     strict_out = tmp_path / "strict.csv"
     assert main(["predict", "--input", str(bad), "--output", str(strict_out), "--on-bad-rows", "fail"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"error: {bad}: 2 row(s) with bad values: row 3: column 'price': 'abc' is not a valid double; row 7: column 'session_date': 'yesterday' is not a valid datetime"
+    strict = predict_runs(client)[0]
+    assert err == (f"error: {bad}: 2 row(s) with bad values: row 3: column 'price': 'abc' is not a valid double; "
+                   "row 7: column 'session_date': 'yesterday' is not a valid datetime "
+                   f"(all of them: artifact scoring/rejected_rows.csv on run {strict.info.run_id})")
     assert not strict_out.exists()
 
     missing = tmp_path / "missing.csv"

@@ -9,7 +9,6 @@ import io
 import json
 import logging
 import re
-import shutil
 import subprocess
 from html import unescape
 from html.parser import HTMLParser
@@ -24,6 +23,7 @@ from mlcycle import cli, pipeline
 from mlcycle.core.evaluation import CLASSIFICATION_METRICS
 from mlcycle.report import REPORT_ARTIFACT, REPORT_ERROR_TAG, render
 from mlcycle.report.render import external_references
+from tests.browser import CHROMIUM, CHROMIUM_FLAGS, NO_CHROMIUM
 from tests.conftest import TINY, compose, private_store
 from tests.integration.runs import CACHED, cache_status
 
@@ -110,9 +110,11 @@ def test_report_is_on_the_root_run_with_a_section_per_stage(full_run):
     assert REPORT_ARTIFACT in {a.path for a in client.list_artifacts(result.run_id)}
     page = ReportPage(html)
     assert page.sections == ALL_SECTIONS
-    assert "ecommerce-logistic_regression" in html and result.run_id in html
-    for stage in stage_runs(client, result.run_id).values():  # lineage lists every stage run
-        assert stage.info.run_id in html
+    assert "lr-ecommerce" in html and result.run_id in html
+    experiment = root.info.experiment_id
+    assert f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{result.run_id}?workflowType=machine_learning" in html
+    for stage in stage_runs(client, result.run_id).values():  # lineage: every stage run and its page in the UI
+        assert f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{stage.info.run_id}?workflowType=machine_learning" in html
 
 
 def test_numbers_in_the_report_equal_the_logged_metrics(full_run):
@@ -176,7 +178,10 @@ def test_report_shows_what_each_stage_logged(full_run):
 def test_report_is_self_contained(full_run):
     _, _, html = full_run
     assert external_references(html) == []
-    assert "http://" not in html and "https://" not in html and "file:" not in html
+    # the only addresses are the runs' pages in the MLflow UI, as text (no links out of the page)
+    addresses = re.findall(r"https?://[^\s<\"']+", html)
+    assert addresses and all(a.startswith("http://127.0.0.1:5000/#/experiments/") for a in addresses)
+    assert "file:" not in html
     assert "<script" not in html.lower()
     page = ReportPage(html)
     for src in page.images:
@@ -265,11 +270,6 @@ def test_cli_rewrites_the_report_from_any_run_of_the_tree(full_run, tmp_path, mo
     assert capsys.readouterr().err.strip() == f"error: run '{'0' * 32}' not found in {client.tracking_uri}"
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-]
 # Added to a COPY of the report for the browser check only: counts decoded images and every
 # resource the page fetched (Resource Timing), and catches script errors.
 PROBE = """<script>
@@ -298,7 +298,7 @@ def chromium_dom(page: Path, tmp_path: Path) -> tuple[dict, str, str]:
     return json.loads(unescape(found.group(1))), proc.stdout, proc.stderr
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed: `apt-get install -y chromium` (.ci/run installs it)")
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_chromium_renders_the_report_without_errors_or_fetches(full_run, tmp_path):
     _, _, html = full_run
     page = tmp_path / "report.html"
@@ -350,6 +350,7 @@ def test_report_reads_what_other_features_add_to_the_runs(full_run):
         tags={"mlflow.parentRunId": root.info.run_id, "mlcycle.stage": "ingest", "mlcycle.run_kind": "stage",
               "mlcycle.cache": "hit", "mlcycle.cache_source_run": stages["ingest"].info.run_id},
     )
+    client.log_metric(hit.info.run_id, "duration_seconds", 12.5)  # the name stage times had before
     for run in (hit, root):
         client.set_terminated(run.info.run_id)
 
@@ -364,6 +365,8 @@ def test_report_reads_what_other_features_add_to_the_runs(full_run):
     assert page.sections == ["data", "lineage", "timings"]
     assert "cache hit: reused run " + stages["ingest"].info.run_id in cached
     assert page.numbers["data"]["rows_in"][0] == 600  # read from the reused run
+    assert collect(client, root.info.run_id)["sections"]["timings"]["rows"][0]["seconds"] == 12.5
+    assert "duration_seconds" not in cached  # a time, not one of the stage's counts
 
 
 @pytest.fixture(scope="module")

@@ -51,12 +51,12 @@ def test_four_concurrent_pipelines_keep_all_runs_and_metrics(
         assert {"cv_roc_auc", "test_roc_auc", "test_accuracy", "test_log_loss"} <= set(
             root.data.metrics
         )
-        assert {f"duration_{s}_seconds" for s in STAGES} <= set(root.data.metrics)
+        assert {f"time_{s}_seconds" for s in STAGES} <= set(root.data.metrics)
         exp_id = root.info.experiment_id
         stages = children(client, exp_id, root.info.run_id)
         assert [s.info.run_name for s in stages] == list(STAGES)
         assert all(
-            s.info.status == "FINISHED" and "duration_seconds" in s.data.metrics for s in stages
+            s.info.status == "FINISHED" and "time_seconds" in s.data.metrics for s in stages
         )
         trials = children(client, exp_id, stages[STAGES.index("tune")].info.run_id)
         assert sorted(t.info.run_name for t in trials) == [

@@ -1,5 +1,5 @@
-"""``mlcycle models``: registered versions with their aliases, headline metrics and gate
-verdicts, then the promotion history (every alias move, newest last)."""
+"""``mlcycle models``: registered versions with their aliases, model family, headline metrics
+and gate verdicts, then the promotion history (every alias move, newest last)."""
 
 from __future__ import annotations
 
@@ -45,10 +45,11 @@ def main(argv: list[str]) -> int:
 
 
 def render_versions(name: str, versions, aliases: dict[str, list[str]]) -> str:
+    from mlcycle.tracking.registration import FAMILY_TAG
     from mlcycle.tracking.registry import TAG_GATE, TAG_ROOT_RUN
 
     metrics = [m for m in HEADLINE if any(f"test_{m}" in v.tags for v in versions)][:4]
-    header = ["version", "aliases", "created (UTC)", *metrics, "gate", "root run"]
+    header = ["version", "aliases", "family", "created (UTC)", *metrics, "gate", "root run"]
     rows = []
     for v in versions:
         created = dt.datetime.fromtimestamp(v.creation_timestamp / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
@@ -56,6 +57,7 @@ def render_versions(name: str, versions, aliases: dict[str, list[str]]) -> str:
             [
                 str(v.version),
                 ",".join(sorted(aliases.get(str(v.version), []))) or "-",
+                v.tags.get(FAMILY_TAG, "-"),
                 created,
                 *[_num(v.tags.get(f"test_{m}")) for m in metrics],
                 v.tags.get(TAG_GATE, "-"),

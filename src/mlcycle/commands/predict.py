@@ -37,9 +37,9 @@ def main(argv: list[str]) -> int:
     from mlcycle.config.load import compose
     from mlcycle.core import data, threads
     from mlcycle.errors import DataError
-    from mlcycle.tracking import hygiene
+    from mlcycle.tracking import hygiene, ui
     from mlcycle.tracking.model_io import MODEL_URI_TAG
-    from mlcycle.tracking.runs import KIND_PREDICT, root_run
+    from mlcycle.tracking.runs import KIND_PREDICT, TIME_METRIC, root_run
 
     cfg = compose(args.overrides)
     _, uri = _common.connect(cfg)
@@ -57,8 +57,10 @@ def main(argv: list[str]) -> int:
                             "scoring.output": str(output), "scoring.on_bad_rows": args.on_bad_rows})
         with threads.limited(cfg.threads_per_fit):
             summary = score_file(run, model_uri, source, output, args.on_bad_rows)
-        run.log.metric(duration_seconds=time.perf_counter() - started)
+        run.log.log_metrics({TIME_METRIC: time.perf_counter() - started})
     print(summary)
+    where = ui.browse(uri, ui.run_path(run.experiment_id, run.run_id))
+    print(f"scoring run {run.run_id}" + (f"; browse: {where}" if where else ""))
     return 0
 
 
@@ -90,7 +92,8 @@ def score_file(run, model_uri: str, source: Path, output: Path, on_bad_rows: str
     if bad_rows:
         log_text(checked.rejected.to_csv(index=False), "scoring/rejected_rows.csv")
         if on_bad_rows == "fail":
-            raise DataError(f"{source}: {bad_rows} row(s) with bad values: {describe_rejections(checked.rejected)}")
+            raise DataError(f"{source}: {bad_rows} row(s) with bad values: {describe_rejections(checked.rejected)} "
+                            f"(all of them: artifact scoring/rejected_rows.csv on run {run.run_id})")
     classifier = loaded.task is not Task.regression and hasattr(loaded.model, "predict_proba")
     if len(checked.frame):
         predictions = loaded.model.predict(checked.frame)
@@ -112,5 +115,5 @@ def score_file(run, model_uri: str, source: Path, output: Path, on_bad_rows: str
         lines.append(f"ignored {len(ignored)} column(s) the model does not use (kept in the output): {', '.join(ignored)}")
     if bad_rows:
         lines.append(f"rejected {bad_rows} row(s): {describe_rejections(checked.rejected)}")
-        lines.append("  all rejected rows: artifact scoring/rejected_rows.csv on the run")
+        lines.append(f"  all rejected rows: artifact scoring/rejected_rows.csv on run {run.run_id}")
     return "\n".join(lines)

@@ -86,6 +86,7 @@ class Precheck(Callback):
 
 def summary(result, seconds: float) -> str:
     from mlcycle.core.masking import mask_text
+    from mlcycle.tracking import ui
 
     state = result.state
     metrics = {f"cv_{state.metric}": state.cv_score} if state.cv_score is not None else {}
@@ -97,6 +98,6 @@ def summary(result, seconds: float) -> str:
         lines.append(f"  registered {state.registered_name} version {state.registered_version} ({', '.join(state.aliases)})")
         if state.gate_summary:
             lines.append(f"  {'promoted' if state.promoted else 'NOT promoted'}: {state.gate_summary}")
-    if result.tracking_uri.startswith("sqlite:"):
-        lines.append(f"  browse: mlflow ui --backend-store-uri {result.tracking_uri}")
+    if where := ui.browse(result.tracking_uri, ui.run_path(result.experiment_id, result.run_id)):
+        lines.append(f"  browse: {where}")
     return "\n".join(lines)

@@ -36,10 +36,14 @@ def project_root() -> Path:
     """
     if env := os.environ.get("MLCYCLE_ROOT"):
         return Path(env).expanduser().resolve()
+    return source_checkout() or Path.cwd().resolve()
+
+
+def source_checkout() -> Path | None:
+    """The project checkout this package runs from (it holds ``MLproject`` and the
+    Makefile), or None for an installed package."""
     checkout = Path(__file__).resolve().parents[3]
-    if (checkout / "MLproject").is_file():
-        return checkout
-    return Path.cwd().resolve()
+    return checkout if (checkout / "MLproject").is_file() else None
 
 
 def config_dir() -> Path:

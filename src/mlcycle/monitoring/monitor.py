@@ -36,7 +36,8 @@ from mlcycle.monitoring.retrain import (
     retrain,
 )
 from mlcycle.pipeline import sigterm_raises
-from mlcycle.tracking import hygiene
+from mlcycle.report import REPORT_ARTIFACT
+from mlcycle.tracking import hygiene, ui
 from mlcycle.tracking.artifacts import log_artifact_dict, log_frames, log_text
 from mlcycle.tracking.model_io import load_model
 from mlcycle.tracking.remote import check_tracking_store, resolve_tracking_uri
@@ -111,6 +112,8 @@ def monitor(
     run_id = log_monitoring_run(cfg, experiment_id, found, drawn, page.planned(m, found, skipped))
     result = MonitorResult(**vars(found), run_id=run_id, experiment_id=experiment_id, tracking_uri=uri)
     say(f"monitoring run {run_id}" + (" (report.html in its artifacts)" if m.report else ""))
+    if where := ui.browse(uri, ui.run_path(experiment_id, run_id, REPORT_ARTIFACT if m.report else None)):
+        say(f"  browse: {where}")
     if skipped:
         client.set_tag(run_id, RETRAIN_TAG, skipped)
         return replace(result, note=skipped)
@@ -251,7 +254,7 @@ def log_monitoring_run(cfg: MonitorAppConfig, experiment_id: str, found: Finding
         "mlcycle.drifted_features": ",".join(r.feature for r in found.features if r.drifted),
         **dict(cfg.mlflow.tags),
     }
-    name = cfg.mlflow.run_name or f"monitor-{model.name}-v{model.version}"
+    name = cfg.mlflow.run_name or f"monitor-v{model.version}-{model.name}"  # what differs first
     with sigterm_raises(), root_run(experiment_id, name, tags, kind=KIND_MONITOR) as run:
         run.log.log_params(flatten(m, "monitor"))
         run.log.log_params({

@@ -121,11 +121,11 @@ def retrain(cfg: MonitorAppConfig, monitoring_run_id: str, announce: Callable[[s
     }
     resolved["registry"] = {**resolved.get("registry", {}), "model_name": name}
     resolved["paths"] = asdict(cfg.paths)
-    model_name = resolved.get("model", {}).get("name", "model")
     resolved["mlflow"] = {
         **asdict(cfg.mlflow),
         "experiment_name": experiment.name,
-        "run_name": f"retrain-{resolved['data'].get('name', 'data')}-{model_name}",
+        "run_name": "retrain-" + pipeline.default_run_name(
+            resolved["data"].get("name", "data"), resolved.get("model", {}).get("name", "model")),
         "tags": {
             **cfg.mlflow.tags,
             TRIGGERED_BY_TAG: monitoring_run_id,

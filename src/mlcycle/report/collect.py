@@ -24,7 +24,6 @@ from mlflow.entities import Run
 import mlcycle
 from mlcycle.report import REPORT_ERROR_TAG, figures
 from mlcycle.report.registry import registry_section
-from mlcycle.report.render import ui_path
 from mlcycle.report.tree import (
     RunTree,
     StageView,
@@ -34,9 +33,10 @@ from mlcycle.report.tree import (
     metric_table,
     prefixed,
 )
+from mlcycle.tracking import ui
 from mlcycle.tracking.lineage import DATA_DIGEST_TAG, DATA_NAME_TAG, DATA_SOURCE_TAG
 from mlcycle.tracking.registry import REGISTERED_MODEL_TAG, REGISTERED_VERSION_TAG
-from mlcycle.tracking.runs import ERROR_TAG
+from mlcycle.tracking.runs import ERROR_TAG, TIME_METRICS
 from mlcycle.tracking.study import TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
 
 _TRIAL_STATES = {"FINISHED": figures.COMPLETE, "KILLED": figures.PRUNED, "FAILED": figures.FAIL}
@@ -49,6 +49,7 @@ def summary(tree: RunTree) -> dict[str, Any]:
     return {
         "run_name": root.info.run_name,
         "run_id": root.info.run_id,
+        "ui_url": ui.url(tree.client.tracking_uri, ui.run_path(root.info.experiment_id, root.info.run_id)),
         "experiment_id": root.info.experiment_id,
         "status": root.info.status,
         "start_time": root.info.start_time,
@@ -112,7 +113,7 @@ def preprocessing_section(tree: RunTree) -> dict[str, Any]:
             "rows_out", "imputed_cells", "clipped_values"]
     return {
         "stage": stage.info(),
-        "counts": metric_table(m, keys + sorted(k for k in m if k not in keys and k != "duration_seconds")),
+        "counts": metric_table(m, keys + sorted(k for k in m if k not in keys and k not in TIME_METRICS)),
         "settings": dict(sorted(stage.params.items())),
     }
 
@@ -251,7 +252,8 @@ def lineage_section(tree: RunTree) -> dict[str, Any]:
         "root_run_id": tree.root.info.run_id,
         "experiment_id": experiment,
         "runs": [
-            {**s.info(), "ui_path": ui_path(experiment, s.run.info.run_id)} for s in tree.stages.values()
+            {**s.info(), "ui_url": ui.url(tree.client.tracking_uri, ui.run_path(experiment, s.run.info.run_id))}
+            for s in tree.stages.values()
         ],
         "config": config,
     }

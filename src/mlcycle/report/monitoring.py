@@ -103,13 +103,14 @@ def render(
     import time
 
     import mlcycle
-    from mlcycle.report.render import render_page, ui_path
+    from mlcycle.report.render import render_page
+    from mlcycle.tracking.ui import run_path
 
     rows = [*features, *([prediction] if prediction is not None else [])]
     return render_page("monitoring.html.j2", {
-        "title": title, "run_id": run_id, "experiment_id": experiment_id, "ui_path": ui_path(experiment_id, run_id),
+        "title": title, "run_id": run_id, "experiment_id": experiment_id, "ui_path": run_path(experiment_id, run_id),
         "summary": list(summary), "verdict": verdict,
-        "action": action, "action_ui_path": ui_path(experiment_id, action.run_id) if action.run_id else None,
+        "action": action, "action_ui_path": run_path(experiment_id, action.run_id) if action.run_id else None,
         "features": [
             {"name": r.feature, "kind": r.kind, "psi": r.psi, "test": r.test, "statistic": r.statistic,
              "p_value": _pvalue(r.p_value), "missing_reference": r.missing_reference,

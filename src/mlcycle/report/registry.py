@@ -34,7 +34,14 @@ from mlcycle.tracking.registry import (
     TAG_ROOT_RUN,
     TAG_TEST_DATA,
 )
-from mlcycle.tracking.runs import ERROR_TAG, KIND_TAG, SOURCE_TAG, STAGE_TAG, TOKEN_TAG
+from mlcycle.tracking.runs import (
+    ERROR_TAG,
+    KIND_TAG,
+    SOURCE_TAG,
+    STAGE_TAG,
+    TIME_METRICS,
+    TOKEN_TAG,
+)
 
 # A version's tags as a reader names them, in the order shown.
 VERSION_LABELS = {
@@ -95,7 +102,7 @@ def registry_section(tree: RunTree) -> dict[str, Any]:
         # anything else the stage logged (a newer feature's numbers), under its own name
         "logged": {
             **{k: v for k, v in p.items() if k not in ("registered_model", "version")},
-            **{k: v for k, v in m.items() if k != "duration_seconds" and not k.startswith("gate_")},
+            **{k: v for k, v in m.items() if k not in TIME_METRICS and not k.startswith("gate_")},
             **{k: v for k, v in tags.items() if k.startswith("mlcycle.") and k not in RUN_TAGS
                and not k.startswith(CACHE_TAG)},
         },

@@ -120,12 +120,6 @@ def fmt_time(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def ui_path(experiment_id: str, run_id: str) -> str:
-    """Where the MLflow UI shows a run, after its address. Text on the page, not a link: the
-    UI shows report artifacts in a sandboxed frame that cannot navigate."""
-    return f"#/experiments/{experiment_id}/runs/{run_id}"
-
-
 def exact(value: Any) -> str:
     """The value as logged, for ``data-value`` attributes (the displayed number is rounded)."""
     return repr(float(value)) if isinstance(value, int | float) else str(value)

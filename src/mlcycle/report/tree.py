@@ -31,6 +31,7 @@ from mlcycle.tracking.runs import (
     children,
     outputs_run,
     root_of,
+    seconds_of,
 )
 
 
@@ -79,8 +80,8 @@ class StageView:
 
     @property
     def seconds(self) -> float | None:
-        if "duration_seconds" in self.run.data.metrics:
-            return self.run.data.metrics["duration_seconds"]
+        if (seconds := seconds_of(self.run.data.metrics)) is not None:
+            return seconds
         info = self.run.info
         return (info.end_time - info.start_time) / 1000 if info.end_time and info.start_time else None
 

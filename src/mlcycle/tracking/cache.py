@@ -39,7 +39,14 @@ from mlcycle.config.schema import STAGES, Config
 from mlcycle.core.integrity import differences, from_text, manifest_of, to_text
 from mlcycle.tracking.lineage import DATA_DIGEST_TAG, DATA_SOURCE_TAG, code_version
 from mlcycle.tracking.model_io import MODEL_URI_TAG
-from mlcycle.tracking.runs import MAX_TAG_LENGTH, NOTE_TAG, PARENT_TAG, SOURCE_TAG, ActiveRun
+from mlcycle.tracking.runs import (
+    MAX_TAG_LENGTH,
+    NOTE_TAG,
+    PARENT_TAG,
+    SOURCE_TAG,
+    TIME_METRICS,
+    ActiveRun,
+)
 
 if TYPE_CHECKING:
     from mlcycle.stages.base import Stage, State
@@ -188,7 +195,7 @@ class StageCache:
         source_id = source.info.run_id
         source_root = source.data.tags.get(PARENT_TAG, "")
         child.log.log_params(source.data.params)
-        child.log.log_metrics(source.data.metrics)
+        child.log.log_metrics({k: v for k, v in source.data.metrics.items() if k not in TIME_METRICS})  # its own: restore time
         child.log.set_tags(
             {k: source.data.tags[k] for k in COPIED_TAGS if k in source.data.tags}
             | {

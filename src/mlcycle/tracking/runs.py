@@ -50,6 +50,23 @@ TOKEN_TAG = "mlcycle.create_token"  # unique per created run: finds the twin of 
 GHOST_TAG = "mlcycle.ghost"  # on a deleted duplicate: why it was removed
 SOURCE_TAG = "mlcycle.cache_source_run"  # on a stage run served from the step cache: the run it reused
 
+# Wall time, as metrics named to sort after the headline `cv_*`/`test_*` in the UI's lists:
+# a stage run's (and a scoring run's) own, and each stage's on the root run. Runs made
+# before carried `duration_seconds` / `duration_<stage>_seconds`: readers take both.
+TIME_METRIC = "time_seconds"
+TIME_METRICS = (TIME_METRIC, "duration_seconds")
+
+
+def stage_time_metric(stage: str) -> str:
+    return f"time_{stage}_seconds"
+
+
+def seconds_of(metrics: dict[str, float], stage: str | None = None) -> float | None:
+    """A run's wall time (``stage``: that stage's, from its root run's metrics), new name or old."""
+    names = (stage_time_metric(stage), f"duration_{stage}_seconds") if stage else TIME_METRICS
+    return next((metrics[n] for n in names if n in metrics), None)
+
+
 # values of KIND_TAG
 KIND_PIPELINE, KIND_STAGE, KIND_TRIAL = "pipeline", "stage", "trial"
 KIND_MONITOR, KIND_PREDICT, KIND_TUNE_WORKER = "monitor", "predict", "tune_worker"
@@ -134,7 +151,8 @@ class RunLog:
             return
         now = int(time.time() * 1000)
         params = [Param(k, v) for k, v in self.params.items()]
-        metrics = [Metric(k, v, now, 0) for k, v in self.metrics.items()]
+        # by name: the run page lists a run's metrics in the order they were stored
+        metrics = [Metric(k, v, now, 0) for k, v in sorted(self.metrics.items())]
         tags = [RunTag(k, v) for k, v in self.tags.items()]
         # log_batch limits: 100 params, 100 tags, 1000 entities in all
         for i in range(0, max(len(params), len(tags), len(metrics), 1), 100):
