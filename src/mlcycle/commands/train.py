@@ -12,6 +12,7 @@ import copy
 import os
 import sys
 import time
+from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
@@ -23,7 +24,7 @@ from mlcycle.errors import JobFailed
 def main(args: list[str]) -> int:
     import hydra
 
-    from mlcycle.config.load import config_dir, config_errors, register_configs
+    from mlcycle.config.load import config_dir, config_errors, pinned_environment, register_configs
 
     register_configs()
     app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(job)
@@ -31,7 +32,7 @@ def main(args: list[str]) -> int:
     sys.argv = ["mlcycle train", *args]  # hydra.main reads its overrides from sys.argv
     os.environ["HYDRA_FULL_ERROR"] = "1"  # raise a bad override instead of printing it
     try:
-        with config_errors():
+        with config_errors(), pinned_environment():  # hydra.job.chdir=true may move the process
             app()
     finally:
         sys.argv = saved[0]
@@ -44,10 +45,13 @@ def job(cfg) -> None:
     """One Hydra job: the typed config, the pipeline, a summary."""
     started = time.perf_counter()
     try:
+        from hydra.utils import get_original_cwd
+
         from mlcycle import pipeline
         from mlcycle.config.load import typed
 
-        result = pipeline.run(typed(cfg))
+        # user paths are relative to where the command started, not to Hydra's job directory
+        result = pipeline.run(typed(cfg, start=Path(get_original_cwd())))
     except BaseException as exc:
         raise JobFailed(exc) from exc  # past Hydra's own handling, to cli.handle
     print(summary(result, time.perf_counter() - started))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcycle.config.monitor import MonitorAppConfig, MonitorConfig
+from mlcycle.config.paths import absolute_uri, anchor
 from mlcycle.config.schema import Config, DataConfig, ModelConfig
 from mlcycle.errors import ConfigError, MlcycleError, first_line
 
@@ -96,14 +97,37 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "con
         return typed(hydra_compose(config_name, overrides=list(overrides)), config_name)
 
 
-def typed(cfg: Any, config_name: str = "config") -> Any:
-    """Resolve an OmegaConf config into the plain dataclasses (which check their rules)."""
+def typed(cfg: Any, config_name: str = "config", start: Path | None = None) -> Any:
+    """Resolve an OmegaConf config into the plain dataclasses (which check their rules),
+    user paths made absolute against ``start``, the directory the command was started in
+    (default: the working directory)."""
     from omegaconf import OmegaConf
 
     with config_errors():
         obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, SCHEMAS[config_name]), type(obj)
-    return obj
+    return anchor(obj, start or Path.cwd())
+
+
+@contextlib.contextmanager
+def pinned_environment() -> Iterator[Path]:
+    """For a command that may change directory (``hydra.job.chdir=true``): yields the start
+    directory, with ``MLCYCLE_ROOT`` and a relative sqlite ``MLFLOW_TRACKING_URI`` made
+    absolute against it until the command ends (child processes inherit them)."""
+    start = Path.cwd()
+    pinned = {"MLCYCLE_ROOT": str(project_root())}
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        pinned["MLFLOW_TRACKING_URI"] = absolute_uri(uri, start)
+    saved = {name: os.environ.get(name) for name in pinned}
+    os.environ.update(pinned)
+    try:
+        yield start
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def from_resolved(resolved: dict[str, Any], overrides: list[str] | None = None) -> Config:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from mlcycle.config.paths import user_path
 from mlcycle.config.rules import KEY_VALUES, Checked, at_least, between, or_null, positive
 from mlcycle.config.schema import MlflowConfig, PathsConfig
 
@@ -22,7 +23,7 @@ class BatchConfig(Checked):
 
     KEY = "batch"
 
-    path: str | None = None  # CSV or Parquet; null = generate with the e-commerce generator
+    path: str | None = user_path()  # CSV or Parquet; null = generate with the e-commerce generator
     n_rows: int = 5000  # generator only
     seed: int = 1001  # generator only: a seed the reference data did not use
     drift: float = 0.0  # generator only: 0 = the reference distribution
@@ -67,7 +68,7 @@ class MonitorConfig(Checked):
     retrain_reference_fraction: float = 1.0  # share of the reference rows kept (random, seeded)
     exit_codes: bool = True  # false: exit 0 whatever the verdict (mlflow run)
     report: bool = True
-    result_file: str | None = None  # JSON {run_id, verdict, exit_code, ...} for orchestrators
+    result_file: str | None = user_path()  # JSON {run_id, verdict, exit_code, ...} for orchestrators
 
 
 @dataclass
