@@ -59,9 +59,9 @@ def job(cfg) -> None:
 
 class Precheck(Callback):
     """Hydra calls it once the config is composed and before it creates the run directory
-    (conf/hydra/default.yaml registers it): a bad value, a missing data file or an
-    unreachable store fail here in seconds, before MLflow is imported, leaving nothing on
-    disk. (Each job of a multirun sweep is checked by the pipeline instead.)"""
+    (conf/hydra/default.yaml registers it): a bad value (an unknown key, an estimator
+    parameter scikit-learn would refuse), a missing data file or an unreachable store fail
+    here in seconds, before MLflow is imported, leaving nothing on disk. (Each job of a multirun sweep is checked by the pipeline instead.)"""
 
     def on_run_start(self, config, **kwargs) -> None:
         try:
@@ -85,6 +85,10 @@ class Precheck(Callback):
         cfg = typed(task)
         if cfg.data.source is Source.file and not (path := resolve_path(cfg.data.path or "")).is_file():
             raise DataError(f"data file not found: {path}")
+        if "tune" in cfg.stages:  # the tune stage's own precheck, before the run directory exists
+            from mlcycle.core.modeling import check_model
+
+            check_model(cfg.model)
         check_tracking_store(resolve_tracking_uri(cfg.mlflow.tracking_uri), cfg.mlflow.connect_timeout)
 
 

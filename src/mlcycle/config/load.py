@@ -13,6 +13,7 @@ nothing runs at import (``register_configs`` is called by the functions that nee
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, fields, is_dataclass
@@ -103,10 +104,35 @@ def typed(cfg: Any, config_name: str = "config", start: Path | None = None) -> A
     (default: the working directory)."""
     from omegaconf import OmegaConf
 
+    refuse_unknown_keys(cfg)
     with config_errors():
         obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, SCHEMAS[config_name]), type(obj)
     return anchor(obj, start or Path.cwd())
+
+
+def refuse_unknown_keys(cfg: Any, prefix: str = "") -> None:
+    """A key the schema does not have raises ConfigError naming the nearest known one.
+
+    ``+typo=1`` adds a key even where the schema is closed, and the conversion to the
+    dataclasses would drop it without a word. Open dicts (``model.*.params``, search spaces,
+    tags) take any key: their values are checked where they are used.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    schema = OmegaConf.get_type(cfg)
+    if not is_dataclass(schema):
+        return
+    known = [f.name for f in fields(schema)]
+    for key, value in cfg.items_ex(resolve=False):
+        name = f"{prefix}{key}"
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            where = f" in {prefix[:-1]}" if prefix else ""
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f"; known keys{where}: {', '.join(known)}"
+            raise ConfigError(f"unknown config key '{name}'{hint}")
+        if isinstance(value, DictConfig):
+            refuse_unknown_keys(value, f"{name}.")
 
 
 @contextlib.contextmanager

@@ -7,7 +7,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from mlcycle.config.paths import user_path
-from mlcycle.config.rules import KEY_VALUES, Checked, at_least, between, or_null, positive
+from mlcycle.config.rules import (
+    KEY_VALUES,
+    MODEL_NAME,
+    Checked,
+    at_least,
+    between,
+    or_null,
+    positive,
+)
 from mlcycle.config.schema import MlflowConfig, PathsConfig
 
 
@@ -47,6 +55,7 @@ class MonitorConfig(Checked):
         "max_drifted_share": between(0, 1, low_open=True), "max_prediction_psi": positive(),
         "max_metric_drop": or_null(at_least(0)), "max_relative_drop": or_null(at_least(0)),
         "retrain_overrides": KEY_VALUES, "retrain_reference_fraction": between(0, 1),
+        "model_name": MODEL_NAME,
     }
 
     model_name: str = "mlcycle-ecommerce"

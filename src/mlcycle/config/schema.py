@@ -18,6 +18,8 @@ from typing import Any
 
 from mlcycle.config.paths import user_path, user_uri
 from mlcycle.config.rules import (
+    ALIAS,
+    MODEL_NAME,
     Checked,
     among,
     at_least,
@@ -307,7 +309,11 @@ class LockConfig:
 
 
 @dataclass
-class RegistryConfig:
+class RegistryConfig(Checked):
+    KEY = "registry"
+    # MLflow refuses these names only when registering, after the whole pipeline ran
+    RULES = {"model_name": MODEL_NAME, "challenger_alias": ALIAS, "champion_alias": ALIAS}
+
     enabled: bool = True
     model_name: str = "mlcycle-${data.name}"
     challenger_alias: str = "challenger"
