@@ -76,6 +76,8 @@ def test_bad_config_is_rejected_before_any_run(store, tmp_path, override, fragme
         (["+model.classifier.params.bogus=3"], ["model.classifier.params.bogus: LogisticRegression has no parameter 'bogus'"]),
         (["registry.model_name=../../x"], ["registry.model_name must be a registered model name", "got '../../x'"]),
         (["registry.champion_alias=latest"], ["registry.champion_alias must be an alias", "got 'latest'"]),
+        # Hydra would write the composed config there, passwords included
+        (["hydra.output_subdir=.hydra"], ["hydra.output_subdir=.hydra: Hydra would write the config there unmasked"]),
     ],
 )
 def test_config_mistakes_are_refused_before_any_run_or_folder(store, tmp_path, overrides, fragments):

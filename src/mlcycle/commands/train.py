@@ -64,10 +64,7 @@ class Precheck(Callback):
     here in seconds, before MLflow is imported, leaving nothing on disk. (Each job of a multirun sweep is checked by the pipeline instead.)"""
 
     def on_run_start(self, config, **kwargs) -> None:
-        try:
-            self.check(config)
-        except BaseException as exc:
-            raise JobFailed(exc) from exc  # Hydra turns a callback's Exception into a warning
+        _escaping(self.check, config)
 
     @staticmethod
     def check(config) -> None:
@@ -90,6 +87,86 @@ class Precheck(Callback):
 
             check_model(cfg.model)
         check_tracking_store(resolve_tracking_uri(cfg.mlflow.tracking_uri), cfg.mlflow.connect_timeout)
+
+
+class MaskedRecord(Callback):
+    """Hydra's record of a run without a secret in it (a password in the tracking URI or in
+    ``tune.storage``): ``<run dir>/<subdir>/{config,hydra,overrides}.yaml`` and a sweep's
+    ``multirun.yaml``. conf/hydra/default.yaml sets ``hydra.output_subdir`` to null, so Hydra
+    writes no record of its own; this callback writes it, masked (``core.masking``), as each
+    job starts. A multirun's overrides become references to secrets only this process holds
+    (``config.load.stash_secrets``) before Hydra writes ``multirun.yaml`` or logs them."""
+
+    def __init__(self, subdir: str = ".hydra") -> None:
+        self.subdir = subdir
+
+    def on_run_start(self, config, **kwargs) -> None:
+        _escaping(self._refuse_output_subdir, config)
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        _escaping(self._keep_secrets_out_of_the_sweep, config)
+
+    def on_job_start(self, config, **kwargs) -> None:
+        _escaping(self._write, config)
+
+    def _refuse_output_subdir(self, config) -> None:
+        from mlcycle.errors import ConfigError
+
+        if config.hydra.output_subdir is not None:
+            raise ConfigError(
+                f"hydra.output_subdir={config.hydra.output_subdir}: Hydra would write the config there "
+                f"unmasked; mlcycle writes it masked (hydra.callbacks.record.subdir={self.subdir})"
+            )
+
+    def _keep_secrets_out_of_the_sweep(self, config) -> None:
+        from omegaconf import OmegaConf, open_dict, read_write
+
+        from mlcycle.config.load import stash_secrets
+        from mlcycle.core.masking import mask_override, mask_tree
+
+        self._refuse_output_subdir(config)
+        with read_write(config), open_dict(config):
+            overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+            config.hydra.overrides.task = [stash_secrets(o) for o in overrides]  # what the jobs compose
+            config.hydra.job.override_dirname = mask_override(str(config.hydra.job.override_dirname))
+            values = OmegaConf.to_container(config, resolve=False)  # the jobs compose their own
+            values.pop("hydra")
+            _assign_changed(config, values, mask_tree(values))
+
+    def _write(self, config) -> None:
+        from omegaconf import OmegaConf
+
+        from mlcycle.core.masking import mask_override, mask_tree
+
+        values = OmegaConf.to_container(config, resolve=False)
+        hydra = values.pop("hydra")
+        for kind in ("task", "hydra"):
+            hydra["overrides"][kind] = [mask_override(o) for o in hydra["overrides"][kind]]
+        folder = Path(config.hydra.runtime.output_dir) / self.subdir
+        folder.mkdir(parents=True, exist_ok=True)
+        records = {"config.yaml": mask_tree(values), "hydra.yaml": {"hydra": mask_tree(hydra)},
+                   "overrides.yaml": hydra["overrides"]["task"]}
+        for name, record in records.items():
+            (folder / name).write_text(OmegaConf.to_yaml(record))
+
+
+def _escaping(check, config) -> None:
+    """Hydra turns a callback's Exception into a warning: carry it to cli.handle instead."""
+    try:
+        check(config)
+    except BaseException as exc:
+        raise JobFailed(exc) from exc
+
+
+def _assign_changed(node, before, after) -> None:
+    """Set in an OmegaConf node the leaves where ``after`` differs from ``before``."""
+    for key in before if isinstance(before, dict) else range(len(before)):
+        if before[key] == after[key]:
+            continue
+        if isinstance(before[key], dict | list) and isinstance(after[key], dict | list):
+            _assign_changed(node[key], before[key], after[key])
+        else:
+            node[key] = after[key]
 
 
 def summary(result, seconds: float) -> str:

@@ -64,6 +64,7 @@ def register_configs() -> None:
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("mlcycle_root", lambda: str(project_root()), replace=True)
+    OmegaConf.register_new_resolver(SECRET_RESOLVER, _stashed, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     cs.store(group="data", name="base_data", node=DataConfig)
@@ -71,6 +72,33 @@ def register_configs() -> None:
     cs.store(name="base_monitor_app", node=MonitorAppConfig)
     cs.store(group="monitor", name="base_monitor", node=MonitorConfig)
     _registered = True
+
+
+# Secrets taken out of Hydra's overrides, by index; the config refers to them as
+# ${mlcycle_secret:N}. They live only in this process's memory.
+SECRET_RESOLVER = "mlcycle_secret"
+_secrets: list[str] = []
+
+
+def stash_secrets(override: str) -> str:
+    """The override with each secret (``core.masking.override_secret_spans``) replaced by a
+    reference this process resolves (``${mlcycle_secret:N}``): what Hydra writes of it, and
+    logs, then holds no secret, while the composed config still resolves to the real value."""
+    from mlcycle.core.masking import override_secret_spans
+
+    out, last = [], 0
+    for start, end in override_secret_spans(override):
+        _secrets.append(override[start:end])
+        out += [override[last:start], f"${{{SECRET_RESOLVER}:{len(_secrets) - 1}}}"]
+        last = end
+    return "".join([*out, override[last:]])
+
+
+def _stashed(index: int) -> str:
+    try:
+        return _secrets[int(index)]
+    except (IndexError, ValueError):
+        raise ConfigError(f"${{{SECRET_RESOLVER}:{index}}}: no such secret in this process") from None
 
 
 @contextlib.contextmanager
