@@ -2,8 +2,9 @@
 
 Hydra composes the config, once (``hydra.main``: multirun sweeps, ``--cfg``, ``--help``
 and its run directories come with it); ``Precheck`` checks it before anything is written,
-and ``job`` is a thin wrapper over ``pipeline.run``. Hydra's errors and the job's are raised
-to the CLI's one handler, not printed by Hydra.
+``MaskedRecord`` writes Hydra's record of the run without its secrets, and ``job`` is a thin
+wrapper over ``pipeline.run``. Hydra's errors and the job's are raised to the CLI's one
+handler, not printed by Hydra.
 """
 
 from __future__ import annotations
