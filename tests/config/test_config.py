@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlcycle.config.load import flatten, project_root
+from mlcycle.config.paths import absolute_uri
 from mlcycle.config.schema import STAGES, Config
 from mlcycle.errors import ConfigError
 from tests.conftest import PROJECT_ROOT, compose
@@ -85,3 +86,23 @@ def test_flatten_gives_string_params():
     assert flat["preprocess.clip"] == "iqr"
     assert flat["model.classifier.search_space.learning_rate.log"] == "True"
     assert all(isinstance(v, str) for v in flat.values())
+
+
+def test_user_paths_are_made_absolute_against_the_start_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = compose([
+        "data=csv", "data.path=in/my.csv", "data.target=y", "mlflow.tracking_uri=sqlite:///rel.db",
+        "mlflow.artifact_location=arts", "tune.storage=sqlite:///study.db", "registry.lock.path=locks/x.lock",
+    ])
+    assert cfg.data.path == str(tmp_path / "in" / "my.csv")
+    assert cfg.mlflow.tracking_uri == f"sqlite:///{tmp_path}/rel.db"
+    assert cfg.mlflow.artifact_location == str(tmp_path / "arts")
+    assert cfg.tune.storage == f"sqlite:///{tmp_path}/study.db"
+    assert cfg.registry.lock.path == str(tmp_path / "locks" / "x.lock")
+    elsewhere = compose(["mlflow.tracking_uri=http://127.0.0.1:5000", "mlflow.artifact_location=s3://b/a",
+                         "tune.storage=postgresql+psycopg2://u@h/db"])
+    assert (elsewhere.mlflow.tracking_uri, elsewhere.mlflow.artifact_location, elsewhere.tune.storage) == (
+        "http://127.0.0.1:5000", "s3://b/a", "postgresql+psycopg2://u@h/db")
+    assert absolute_uri("sqlite:///a.db?timeout=5", tmp_path) == f"sqlite:///{tmp_path}/a.db?timeout=5"
+    assert absolute_uri("sqlite:///:memory:", tmp_path) == "sqlite:///:memory:"
+    assert absolute_uri("sqlite:////abs/a.db", tmp_path) == "sqlite:////abs/a.db"

@@ -97,3 +97,28 @@ def test_hydra_multirun_gives_one_root_per_job(store, tmp_path):
     assert len(runs) == 2 * (1 + len(STAGES) + 2)
     # Hydra's sweep outputs land under the project root, never the tracking store's location
     assert (tmp_path / "multirun").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ("+typo=1", "error: unknown config key 'typo'"),
+        ("model.classifier.params.max_iter=-5", "error: model.classifier.params: The 'max_iter' parameter of LogisticRegression"),
+        ("registry.model_name=../../x", "error: registry.model_name must be a registered model name"),
+    ],
+)
+def test_mlflow_run_refuses_a_config_mistake_before_the_pipeline(store, tmp_path, overrides, message):
+    """The run `mlflow run` made itself ends FAILED; the pipeline creates none."""
+    env = subprocess_env(store, tmp_path)
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"), "run", str(PROJECT_ROOT), "--env-manager", "local",
+        "--experiment-name", "e2e-bad", "-P", "model=logistic_regression", "-P", "n_trials=1",
+        "-P", f"overrides={TINY} registry.enabled=false {overrides}",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode != 0
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
+        next(line for line in proc.stderr.splitlines() if line.startswith(message))]
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("e2e-bad").experiment_id])
+    assert [(r.info.status, r.data.tags.get("mlflow.project.entryPoint")) for r in runs] == [("FAILED", "main")]

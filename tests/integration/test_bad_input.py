@@ -66,6 +66,33 @@ def test_bad_config_is_rejected_before_any_run(store, tmp_path, override, fragme
     assert runs(store) == []
 
 
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["+typo=1"], ["unknown config key 'typo'"]),
+        (["+tune.n_trial=3"], ["unknown config key 'tune.n_trial' (did you mean 'tune.n_trials'?)"]),
+        (["model=logistic_regression", "model.classifier.params.max_iter=-5"],
+         ["model.classifier.params: The 'max_iter' parameter of LogisticRegression must be an int in the range [0, inf). Got -5"]),
+        (["+model.classifier.params.bogus=3"], ["model.classifier.params.bogus: LogisticRegression has no parameter 'bogus'"]),
+        (["registry.model_name=../../x"], ["registry.model_name must be a registered model name", "got '../../x'"]),
+        (["registry.champion_alias=latest"], ["registry.champion_alias must be an alias", "got 'latest'"]),
+        # Hydra would write the composed config there, passwords included
+        (["hydra.output_subdir=.hydra"], ["hydra.output_subdir=.hydra: Hydra would write the config there unmasked"]),
+    ],
+)
+def test_config_mistakes_are_refused_before_any_run_or_folder(store, tmp_path, overrides, fragments):
+    proc = train(store, tmp_path, *FAST, "data.n_rows=500", *overrides)  # a tiny run but for the mistake
+    assert_one_line_error(proc, *fragments, code=2)
+    assert runs(store) == []
+    assert not (tmp_path / "outputs").exists()  # Hydra's run directory was never made
+
+
+def test_a_multirun_with_a_bad_estimator_parameter_creates_no_run(store, tmp_path):
+    proc = train(store, tmp_path, "-m", "seed=1,2", *FAST, "data.n_rows=500", "model.classifier.params.max_iter=-5")
+    assert_one_line_error(proc, "The 'max_iter' parameter of LogisticRegression", code=2)
+    assert runs(store) == []
+
+
 def test_missing_file(store, tmp_path):
     proc = train(store, tmp_path, "data=csv", "data.path=nowhere.csv", "data.target=y")
     assert_one_line_error(proc, "data file not found", str(tmp_path / "nowhere.csv"), code=2)

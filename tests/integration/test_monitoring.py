@@ -289,7 +289,7 @@ def test_regression_and_multiclass_models(tiny_cfg, tmp_path, data, metric, pred
 
 def test_a_failing_retrain_keeps_the_verdict_and_can_be_retried(trained, capsys):
     client = MlflowClient()
-    breaks_training = 'monitor.retrain_overrides=["model.classifier.params.max_iter=-5"]'  # every trial raises
+    breaks_training = 'monitor.retrain_overrides=["model.classifier.params.dual=true"]'  # every trial's fit raises
     code = monitor_cmd.main(
         ["batch.drift=2", "batch.seed=2009", "monitor.report=false", "monitor.retrain_on=decay", breaks_training, *BATCH]
     )

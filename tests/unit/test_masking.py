@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from mlcycle.core.masking import MASK, is_secret_name, mask_text, mask_tree, mask_uri, mask_values
+from mlcycle.core.masking import (
+    MASK,
+    is_secret_name,
+    mask_override,
+    mask_text,
+    mask_tree,
+    mask_uri,
+    mask_values,
+)
 
 
 @pytest.mark.parametrize(
@@ -109,3 +117,25 @@ def test_mask_values_and_tree_mask_config_values_and_keys():
         "stages": ["ingest"],
         "seed": 42,
     }
+
+
+def test_mask_text_masks_each_of_several_uris_run_together():
+    # Hydra's override_dirname: overrides joined by commas, two URLs with passwords
+    text = "a=1,mlflow.tracking_uri=postgresql+psycopg2://u:first@h:5432/db,b=2,tune.storage=mysql://v:second@g/s"
+    masked = mask_text(text)
+    assert masked == "a=1,mlflow.tracking_uri=postgresql+psycopg2://u:***@h:5432/db,b=2,tune.storage=mysql://v:***@g/s"
+    assert mask_text("https://x/?next=https://y/&token=abc") == "https://x/?next=https://y/&token=***"
+
+
+@pytest.mark.parametrize(
+    ("override", "masked"),
+    [
+        ("mlflow.tracking_uri=postgresql://u:pw@h/db", "mlflow.tracking_uri=postgresql://u:***@h/db"),
+        ("+mlflow.tags.api_token=abc", "+mlflow.tags.api_token=***"),
+        ("++db.password=x=y", "++db.password=***"),
+        ("tune.n_trials=5", "tune.n_trials=5"),
+        ("+registry.lock.postgres_uri=null", "+registry.lock.postgres_uri=null"),
+    ],
+)
+def test_mask_override_hides_the_value_of_a_secret_key_and_secrets_in_any_value(override, masked):
+    assert mask_override(override) == masked

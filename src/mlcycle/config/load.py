@@ -13,6 +13,7 @@ nothing runs at import (``register_configs`` is called by the functions that nee
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, fields, is_dataclass
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcycle.config.monitor import MonitorAppConfig, MonitorConfig
+from mlcycle.config.paths import absolute_uri, anchor
 from mlcycle.config.schema import Config, DataConfig, ModelConfig
 from mlcycle.errors import ConfigError, MlcycleError, first_line
 
@@ -66,6 +68,7 @@ def register_configs() -> None:
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("mlcycle_root", lambda: str(project_root()), replace=True)
+    OmegaConf.register_new_resolver(SECRET_RESOLVER, _stashed, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     cs.store(group="data", name="base_data", node=DataConfig)
@@ -73,6 +76,33 @@ def register_configs() -> None:
     cs.store(name="base_monitor_app", node=MonitorAppConfig)
     cs.store(group="monitor", name="base_monitor", node=MonitorConfig)
     _registered = True
+
+
+# Secrets taken out of Hydra's overrides, by index; the config refers to them as
+# ${mlcycle_secret:N}. They live only in this process's memory.
+SECRET_RESOLVER = "mlcycle_secret"
+_secrets: list[str] = []
+
+
+def stash_secrets(override: str) -> str:
+    """The override with each secret (``core.masking.override_secret_spans``) replaced by a
+    reference this process resolves (``${mlcycle_secret:N}``): what Hydra writes of it, and
+    logs, then holds no secret, while the composed config still resolves to the real value."""
+    from mlcycle.core.masking import override_secret_spans
+
+    out, last = [], 0
+    for start, end in override_secret_spans(override):
+        _secrets.append(override[start:end])
+        out += [override[last:start], f"${{{SECRET_RESOLVER}:{len(_secrets) - 1}}}"]
+        last = end
+    return "".join([*out, override[last:]])
+
+
+def _stashed(index: int) -> str:
+    try:
+        return _secrets[int(index)]
+    except (IndexError, ValueError):
+        raise ConfigError(f"${{{SECRET_RESOLVER}:{index}}}: no such secret in this process") from None
 
 
 @contextlib.contextmanager
@@ -100,14 +130,62 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "con
         return typed(hydra_compose(config_name, overrides=list(overrides)), config_name)
 
 
-def typed(cfg: Any, config_name: str = "config") -> Any:
-    """Resolve an OmegaConf config into the plain dataclasses (which check their rules)."""
+def typed(cfg: Any, config_name: str = "config", start: Path | None = None) -> Any:
+    """Resolve an OmegaConf config into the plain dataclasses (which check their rules),
+    user paths made absolute against ``start``, the directory the command was started in
+    (default: the working directory)."""
     from omegaconf import OmegaConf
 
+    refuse_unknown_keys(cfg)
     with config_errors():
         obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, SCHEMAS[config_name]), type(obj)
-    return obj
+    return anchor(obj, start or Path.cwd())
+
+
+def refuse_unknown_keys(cfg: Any, prefix: str = "") -> None:
+    """A key the schema does not have raises ConfigError naming the nearest known one.
+
+    ``+typo=1`` adds a key even where the schema is closed, and the conversion to the
+    dataclasses would drop it without a word. Open dicts (``model.*.params``, search spaces,
+    tags) take any key: their values are checked where they are used.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    schema = OmegaConf.get_type(cfg)
+    if not is_dataclass(schema):
+        return
+    known = [f.name for f in fields(schema)]
+    for key, value in cfg.items_ex(resolve=False):
+        name = f"{prefix}{key}"
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            where = f" in {prefix[:-1]}" if prefix else ""
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f"; known keys{where}: {', '.join(known)}"
+            raise ConfigError(f"unknown config key '{name}'{hint}")
+        if isinstance(value, DictConfig):
+            refuse_unknown_keys(value, f"{name}.")
+
+
+@contextlib.contextmanager
+def pinned_environment() -> Iterator[Path]:
+    """For a command that may change directory (``hydra.job.chdir=true``): yields the start
+    directory, with ``MLCYCLE_ROOT`` and a relative sqlite ``MLFLOW_TRACKING_URI`` made
+    absolute against it until the command ends (child processes inherit them)."""
+    start = Path.cwd()
+    pinned = {"MLCYCLE_ROOT": str(project_root())}
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        pinned["MLFLOW_TRACKING_URI"] = absolute_uri(uri, start)
+    saved = {name: os.environ.get(name) for name in pinned}
+    os.environ.update(pinned)
+    try:
+        yield start
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def from_resolved(resolved: dict[str, Any], overrides: list[str] | None = None) -> Config:

@@ -6,7 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from mlcycle.config.rules import KEY_VALUES, Checked, at_least, between, or_null, positive
+from mlcycle.config.paths import user_path
+from mlcycle.config.rules import (
+    KEY_VALUES,
+    MODEL_NAME,
+    Checked,
+    at_least,
+    between,
+    or_null,
+    positive,
+)
 from mlcycle.config.schema import MlflowConfig, PathsConfig
 
 
@@ -22,7 +31,7 @@ class BatchConfig(Checked):
 
     KEY = "batch"
 
-    path: str | None = None  # CSV or Parquet; null = generate with the e-commerce generator
+    path: str | None = user_path()  # CSV or Parquet; null = generate with the e-commerce generator
     n_rows: int = 5000  # generator only
     seed: int = 1001  # generator only: a seed the reference data did not use
     drift: float = 0.0  # generator only: 0 = the reference distribution
@@ -46,6 +55,7 @@ class MonitorConfig(Checked):
         "max_drifted_share": between(0, 1, low_open=True), "max_prediction_psi": positive(),
         "max_metric_drop": or_null(at_least(0)), "max_relative_drop": or_null(at_least(0)),
         "retrain_overrides": KEY_VALUES, "retrain_reference_fraction": between(0, 1),
+        "model_name": MODEL_NAME,
     }
 
     model_name: str = "mlcycle-ecommerce"
@@ -67,7 +77,7 @@ class MonitorConfig(Checked):
     retrain_reference_fraction: float = 1.0  # share of the reference rows kept (random, seeded)
     exit_codes: bool = True  # false: exit 0 whatever the verdict (mlflow run)
     report: bool = True
-    result_file: str | None = None  # JSON {run_id, verdict, exit_code, ...} for orchestrators
+    result_file: str | None = user_path()  # JSON {run_id, verdict, exit_code, ...} for orchestrators
 
 
 @dataclass

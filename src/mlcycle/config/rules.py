@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import posixpath
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -64,6 +66,26 @@ def or_null(rule: Rule) -> Rule:
 
 
 KEY_VALUES = Rule(lambda items: all("=" in str(v) for v in items), "key=value items")
+
+
+def _model_name(name: Any) -> bool:
+    """MLflow's rule for a registered model name (``mlflow.utils.validation._validate_model_name``):
+    not blank, no '/' or ':', and not a path that normalizes to another name."""
+    if not isinstance(name, str) or not name.strip() or "/" in name or ":" in name:
+        return False
+    norm = posixpath.normpath(name)
+    return norm == name and norm != "." and not norm.startswith("..")
+
+
+def _alias(name: Any) -> bool:
+    """MLflow's rule for an alias a version can be given: letters, digits, '_' and '-', at
+    most 255, neither ``latest`` nor a version alias like ``v3`` (reserved)."""
+    return (isinstance(name, str) and re.fullmatch(r"[\w\-]{1,255}", name) is not None
+            and name.lower() != "latest" and re.fullmatch(r"[vV]\d+", name) is None)
+
+
+MODEL_NAME = Rule(_model_name, "a registered model name (not blank, no '/' or ':', not '.' or '..' at the start)")
+ALIAS = Rule(_alias, "an alias of letters, digits, '_' and '-' (not 'latest' or 'v<number>')")
 
 
 def placeholder(value: Any) -> bool:

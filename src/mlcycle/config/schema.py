@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from mlcycle.config.paths import user_path, user_uri
 from mlcycle.config.rules import (
+    ALIAS,
+    MODEL_NAME,
     Checked,
     among,
     at_least,
@@ -133,7 +136,7 @@ class DataConfig(Checked):
 
     name: str = "???"
     source: Source = Source.generator
-    path: str | None = None  # file source: CSV or Parquet
+    path: str | None = user_path()  # file source: CSV or Parquet (relative: to the start directory)
     target: str = "???"
     task: Task | None = None  # inferred from the target when null
     time_column: str | None = None  # time-ordered split when set
@@ -228,7 +231,7 @@ class TuneConfig(Checked):
     trial_writer: TrialWriterKind = TrialWriterKind.auto  # who writes the trial runs
     # Optuna storage: null = in memory; sqlite:///file.db (one process, resumable);
     # journal:///file.log (processes on one machine); postgresql+psycopg2://... (many machines)
-    storage: str | None = None
+    storage: str | None = user_uri()
     study_name: str | None = None  # null: <experiment>-<model>-<hash of the search definition>
     heartbeat_interval: int = 10  # seconds, RDB storages: a trial silent for grace_period is FAIL
     grace_period: int = 30
@@ -300,13 +303,17 @@ class GateConfig(Checked):
 class LockConfig:
 
     backend: LockBackend = LockBackend.auto
-    path: str | None = None  # file lock path; null: beside a sqlite store, else under paths.root
+    path: str | None = user_path()  # file lock path; null: beside a sqlite store, else under paths.root
     postgres_uri: str | None = None  # advisory-lock database when the store is an HTTP server
     timeout: float = 600.0  # seconds to wait for the lock
 
 
 @dataclass
-class RegistryConfig:
+class RegistryConfig(Checked):
+    KEY = "registry"
+    # MLflow refuses these names only when registering, after the whole pipeline ran
+    RULES = {"model_name": MODEL_NAME, "challenger_alias": ALIAS, "champion_alias": ALIAS}
+
     enabled: bool = True
     model_name: str = "mlcycle-${data.name}"
     challenger_alias: str = "challenger"
@@ -324,8 +331,8 @@ class ReportConfig:
 class MlflowConfig:
 
     # MLFLOW_TRACKING_URI, when set, wins over this value (see tracking.remote.resolve_tracking_uri).
-    tracking_uri: str = "sqlite:///${paths.root}/mlflow.db"
-    artifact_location: str = "${paths.root}/mlartifacts"
+    tracking_uri: str = user_uri("sqlite:///${paths.root}/mlflow.db")
+    artifact_location: str = user_uri("${paths.root}/mlartifacts")
     experiment_name: str = "mlcycle"
     run_name: str | None = None
     tags: dict[str, str] = field(default_factory=dict)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,23 +19,69 @@ from mlcycle.core.cleaning import TabularCleaner
 from mlcycle.core.data import Schema
 from mlcycle.core.evaluation import score
 from mlcycle.core.features import DerivedFeatures, FeaturePlan, build_encoder
+from mlcycle.errors import ConfigError, first_line
 
 
 def estimator_spec(model: ModelConfig, task: Task) -> EstimatorSpec:
     return model.regressor if task is Task.regression else model.classifier
 
 
-def build_estimator(spec: EstimatorSpec, params: dict[str, Any] | None, seed: int) -> BaseEstimator:
-    """Instantiate ``spec.estimator`` with its defaults, then ``params``, seeded when it can be."""
+def estimator_class(spec: EstimatorSpec) -> type:
     module_name, _, class_name = spec.estimator.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
+        return getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError, ValueError):
         raise ValueError(f"cannot import estimator class {spec.estimator!r}") from None
-    estimator = cls(**{**dict(spec.params), **dict(params or {})})
+
+
+def build_estimator(spec: EstimatorSpec, params: dict[str, Any] | None, seed: int) -> BaseEstimator:
+    """Instantiate ``spec.estimator`` with its defaults, then ``params``, seeded when it can be."""
+    estimator = estimator_class(spec)(**{**dict(spec.params), **dict(params or {})})
     if "random_state" in estimator.get_params():
         estimator.set_params(random_state=seed)
     return estimator
+
+
+def check_model(model: ModelConfig) -> None:
+    """Refuse, before any run, an estimator setting the estimator itself would refuse when
+    fitted: an unknown parameter name, or a value outside scikit-learn's declared constraints
+    (``_parameter_constraints``), in ``params`` or at a bound or choice of the search space.
+    Raises ConfigError with one line naming the key."""
+    for role in ("classifier", "regressor"):
+        spec: EstimatorSpec = getattr(model, role)
+        key = f"model.{role}"
+        try:
+            cls = estimator_class(spec)
+        except ValueError as exc:
+            raise ConfigError(f"{key}.estimator: {exc}") from None
+        if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):
+            raise ConfigError(f"{key}.estimator: {spec.estimator} is not a scikit-learn estimator")
+        names = cls._get_param_names()
+        fixed = dict(spec.params)
+        for where, values in (("params", fixed), ("search_space", spec.search_space)):
+            for name in values:
+                if name not in names:
+                    close = difflib.get_close_matches(name, names, n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else f"; it has: {', '.join(names)}"
+                    raise ConfigError(f"{key}.{where}.{name}: {cls.__name__} has no parameter {name!r}{hint}")
+        _validate(cls, fixed, f"{key}.params")
+        for name, space in spec.search_space.items():
+            if space.get("type") == "categorical":
+                probes = [("choices", choice) for choice in space.get("choices") or []]
+            else:
+                probes = [("low", space.get("low")), ("high", space.get("high"))]
+            for bound, value in probes:
+                _validate(cls, {**fixed, name: value}, f"{key}.search_space.{name}.{bound}")
+
+
+def _validate(cls: type, params: dict[str, Any], key: str) -> None:
+    """scikit-learn's own validation of the parameters, the first thing its ``fit`` does."""
+    try:
+        estimator = cls(**params)
+        if hasattr(estimator, "_parameter_constraints"):
+            estimator._validate_params()
+    except (TypeError, ValueError) as exc:  # InvalidParameterError is both
+        raise ConfigError(f"{key}: {first_line(exc)}") from None
 
 
 def cleaner_for(schema: Schema, preprocess: PreprocessConfig) -> TabularCleaner:

@@ -22,7 +22,7 @@ SPLITS_DIR = "splits"  # splits/{train,validation,test}.parquet: the rows every 
 
 
 def run(state: State, cfg: Config, run: ActiveRun) -> State:
-    loaded = data.load(cfg.data, base_dir=Path.cwd())
+    loaded = data.load(cfg.data)  # data.path is absolute (config.paths.anchor)
     schema, frame = data.infer_schema(loaded.frame, cfg.data, loaded.source)
     splits = data.split(frame, schema, cfg.data)
     digest = data.digest(frame)
@@ -49,7 +49,7 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
 def inputs(cfg: Config) -> dict[str, str]:
     """A data file can change in place: its content is part of the fingerprint."""
     if cfg.data.source is Source.file:  # OSError when missing: the stage itself reports it
-        return {"data_file": data.file_digest(data.resolve_path(cfg.data.path or "", Path.cwd()))}
+        return {"data_file": data.file_digest(data.resolve_path(cfg.data.path or ""))}
     return {}
 
 

@@ -18,7 +18,7 @@ from mlcycle.config.schema import Config
 from mlcycle.core import tuning
 from mlcycle.core.evaluation import primary_metric
 from mlcycle.core.masking import mask_uri
-from mlcycle.core.modeling import estimator_spec, holdout_score
+from mlcycle.core.modeling import check_model, estimator_spec, holdout_score
 from mlcycle.errors import ConfigError
 from mlcycle.stages.base import Stage, State, read_json, write_json
 from mlcycle.tracking import study
@@ -73,7 +73,10 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
 
 
 def precheck(cfg: Config, tracking_uri: str) -> None:
-    """A trial writer that cannot work with this store is refused before any run exists."""
+    """Refused before any run exists: an estimator parameter scikit-learn would refuse (the
+    first stage that builds estimators checks them for every later one), a trial writer that
+    cannot work with this store."""
+    check_model(cfg.model)
     try:
         writer_kind(cfg.tune.trial_writer, tracking_uri)
     except ValueError as exc:
