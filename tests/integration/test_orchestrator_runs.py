@@ -42,7 +42,7 @@ def stages_under(client: MlflowClient, experiment_id: str, run_id: str) -> list:
 
 def test_train_monitor_and_retrain_take_the_task_run_as_their_root(store, tmp_path):
     client = MlflowClient(store)
-    experiment_id = client.create_experiment("kfp-pipelines")
+    experiment_id = client.create_experiment("kfp-pipelines", artifact_location=(tmp_path / "artifacts").as_uri())
     pipeline_run = client.create_run(experiment_id, run_name="mlcycle-loop-run").info.run_id
     env = subprocess_env(store, tmp_path) | {"MLFLOW_EXPERIMENT_ID": experiment_id}
 
