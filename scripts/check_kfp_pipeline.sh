@@ -124,8 +124,10 @@ assert len(opened) == 1, [r.info.run_id for r in opened]
 trials = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{opened[0].info.run_id}'")
 workers = {t.data.tags.get("mlcycle.worker") for t in trials}
 assert len(trials) == 6 and all(t.info.status == "FINISHED" for t in trials), [(t.info.status) for t in trials]
-assert len(workers) == 3, workers  # open-study's own trial and two tune-worker tasks
-print(f"  study {study}: 6 trials under tune run {opened[0].info.run_id}, from {len(workers)} processes; "
+# open-study's own trial and the workers' (how the 5 split between the two depends on timing)
+assert len(workers) >= 2, workers
+print(f"  study {study}: 6 trials under tune run {opened[0].info.run_id}, from {len(workers)} processes "
+      "(open-study's and the tune workers'); "
       "the final train resumed it (0 new trials)")
 running = client.search_runs([exp], "attributes.status = 'RUNNING'")
 assert not running, [r.info.run_id for r in running]
