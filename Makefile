@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv run test test-postgres test-fast lint ui data clean server server-stop server-status db-upgrade airflow-check
+.PHONY: help venv run test test-postgres test-fast lint ui data clean server server-stop server-status db-upgrade airflow-check kfp-venv kfp-compile kfp-check
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -58,6 +58,15 @@ data: $(STAMP) ## write the default dataset to data/ecommerce.csv
 
 airflow-check: $(STAMP) ## run orchestration/airflow_dag.py with real Airflow (own venv .venv-airflow, created if missing)
 	scripts/check_airflow_dag.sh .venv-airflow
+
+kfp-venv: $(STAMP) ## the Kubeflow Pipelines environment .venv-kfp (kfp + this checkout's mlcycle), if missing
+	scripts/kfp_venv.sh .venv-kfp
+
+kfp-compile: kfp-venv ## regenerate orchestration/kfp_pipeline.yaml + kfp_big_study.yaml (the shipped, default-image YAML)
+	.venv-kfp/bin/python orchestration/kfp_pipeline.py
+
+kfp-check: kfp-venv ## run both KFP pipelines for real with KFP's local runner (no cluster)
+	scripts/check_kfp_pipeline.sh .venv-kfp
 
 clean: ## remove run outputs (tracking store, artifacts, Hydra outputs); keeps .venv
 	rm -rf mlflow.db mlflow.db.registry-*.lock .mlcycle mlartifacts mlruns outputs multirun data/retrain

@@ -56,3 +56,16 @@ def test_generate_data_writes_the_default_dataset(tmp_path):
     assert {"session_id", "tenure_days", "device", "product_category", "purchased"} <= set(frame.columns)
     assert main(["generate-data", "--rows", "300", "--seed", "5", "--out", str(tmp_path / "s.parquet")]) == 0
     assert len(pd.read_parquet(tmp_path / "s.parquet")) == 300
+
+
+def test_result_file_is_an_option_of_train_not_an_override(capsys):
+    """`--result-file` is taken out before Hydra sees argv; it describes one run."""
+    from mlcycle.commands import _common
+    from mlcycle.commands import train as train_cmd
+
+    assert _common.pop_result_file(["a=1", "--result-file", "out.json", "b=2"]) == ("out.json", ["a=1", "b=2"])
+    assert _common.pop_result_file(["--result-file=out.json"]) == ("out.json", [])
+    assert train_cmd.main(["-m", "model=logistic_regression,random_forest", "--result-file", "out.json"]) == 2
+    assert "--result-file describes one run" in capsys.readouterr().err
+    assert train_cmd.main(["--result-file"]) == 2
+    assert "--result-file needs a path" in capsys.readouterr().err

@@ -1,8 +1,14 @@
-"""What the commands share: options plus config overrides, and the tracking store."""
+"""What the commands share: options plus config overrides, the tracking store, and the
+result file an orchestrator reads (train, retrain, monitor)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+RESULT_OPTION = "--result-file"
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
@@ -30,3 +36,30 @@ def connect(cfg, tracking_uri: str | None = None):
     from mlcycle.tracking.runs import connect as point_at
 
     return point_at(uri), uri
+
+
+def pop_result_file(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``--result-file PATH`` (or ``=PATH``) taken out of argv, for commands whose other
+    arguments are Hydra overrides. Not a config value: it is not logged or reproduced."""
+    rest, path = [], None
+    items = iter(argv)
+    for arg in items:
+        if arg == RESULT_OPTION:
+            path = next(items, None)
+            if not path:
+                from mlcycle.errors import ConfigError
+
+                raise ConfigError(f"{RESULT_OPTION} needs a path")
+        elif arg.startswith(RESULT_OPTION + "="):
+            path = arg.split("=", 1)[1] or None
+        else:
+            rest.append(arg)
+    return path, rest
+
+
+def write_result(payload: dict[str, Any], path: str) -> None:
+    """A command's outcome as one JSON object on one line, for an orchestrator to read
+    (Airflow's XCom, a Kubeflow Pipelines component's outputs)."""
+    out = Path(path).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload) + "\n")

@@ -50,10 +50,9 @@ def say(text: str) -> None:
 
 def write_result(result, path: str) -> None:
     """The outcome as one JSON object, for an orchestrator to branch on."""
-    import json
-    from pathlib import Path
+    from mlcycle.commands._common import write_result as write
 
-    payload = {
+    write({
         "run_id": result.run_id,
         "verdict": result.verdict,
         "exit_code": result.exit_code,
@@ -63,10 +62,7 @@ def write_result(result, path: str) -> None:
         "labelled_rows": result.labelled_rows,
         "retrain_run_id": result.retrain.run_id if result.retrain else None,
         "retrain_failed": result.retrain_error is not None,
-    }
-    out = Path(path).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload) + "\n")
+    }, path)
 
 
 def verdict(found, cfg) -> str:

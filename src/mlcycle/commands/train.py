@@ -25,10 +25,19 @@ from mlcycle.errors import JobFailed
 def main(args: list[str]) -> int:
     import hydra
 
+    from mlcycle.commands._common import RESULT_OPTION, pop_result_file
     from mlcycle.config.load import config_dir, config_errors, pinned_environment, register_configs
+    from mlcycle.errors import ConfigError
+
+    result_file, args = pop_result_file(args)
+    if result_file and {"-m", "--multirun"} & set(args):
+        raise ConfigError(f"{RESULT_OPTION} describes one run; it cannot be used with a multirun (-m)")
+
+    def task(cfg) -> None:
+        job(cfg, result_file)
 
     register_configs()
-    app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(job)
+    app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(task)
     saved = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = ["mlcycle train", *args]  # hydra.main reads its overrides from sys.argv
     os.environ["HYDRA_FULL_ERROR"] = "1"  # raise a bad override instead of printing it
@@ -42,8 +51,8 @@ def main(args: list[str]) -> int:
     return 0
 
 
-def job(cfg) -> None:
-    """One Hydra job: the typed config, the pipeline, a summary."""
+def job(cfg, result_file: str | None = None) -> None:
+    """One Hydra job: the typed config, the pipeline, a summary (and the result file)."""
     started = time.perf_counter()
     try:
         from hydra.utils import get_original_cwd
@@ -56,6 +65,24 @@ def job(cfg) -> None:
     except BaseException as exc:
         raise JobFailed(exc) from exc  # past Hydra's own handling, to cli.handle
     print(summary(result, time.perf_counter() - started))
+    if result_file:
+        from mlcycle.commands._common import write_result
+
+        write_result(outcome(result), result_file)
+
+
+def outcome(result) -> dict:
+    """What an orchestrator reads back: the root run and what it registered."""
+    state = result.state
+    return {
+        "run_id": result.run_id,
+        "experiment_id": result.experiment_id,
+        "registered_model": state.registered_name,
+        "registered_version": state.registered_version,
+        "aliases": list(state.aliases),
+        "promoted": state.promoted,
+        "test_metrics": state.test_metrics,
+    }
 
 
 class Precheck(Callback):

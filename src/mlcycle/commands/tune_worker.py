@@ -28,7 +28,10 @@ class WorkerError(MlcycleError):
 @command
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mlcycle tune-worker", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tune-run-id", required=True, help="the tune stage run whose study to join")
+    parser.add_argument(
+        "--tune-run-id", required=True,
+        help="the tune stage run whose study to join, or the root run of its pipeline",
+    )
     parser.add_argument(
         "--storage", default=None,
         help=f"the study's storage URL (default: ${STORAGE_ENV}); keep passwords in PGPASSWORD or ~/.pgpass",
@@ -83,7 +86,13 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, terminate)
     from mlcycle.commands import _common
     from mlcycle.config.load import compose
-    from mlcycle.tracking.runs import KIND_TAG, KIND_TUNE_WORKER, STAGE_TAG
+    from mlcycle.tracking.runs import (
+        KIND_PIPELINE,
+        KIND_TAG,
+        KIND_TUNE_WORKER,
+        STAGE_TAG,
+        stage_outputs,
+    )
     from mlcycle.tracking.study import fetch_objective, run_study
 
     cfg = compose()
@@ -92,6 +101,11 @@ def run(args: argparse.Namespace) -> int:
         tune_run = client.get_run(args.tune_run_id)
     except Exception:
         raise WorkerError(f"tune run {args.tune_run_id!r} not found in {mask_uri(uri)}") from None
+    if tune_run.data.tags.get(KIND_TAG) == KIND_PIPELINE:  # a pipeline's root: its tune stage
+        tune_run = stage_outputs(client, args.tune_run_id, "tune")
+        if tune_run is None:
+            raise WorkerError(f"pipeline run {args.tune_run_id} has no tune stage run")
+        args.tune_run_id = tune_run.info.run_id
     if tune_run.data.tags.get(STAGE_TAG) != "tune":
         raise WorkerError(f"run {args.tune_run_id} is not a tune stage run")
     if tune_run.data.params.get("storage", "memory") == "memory":

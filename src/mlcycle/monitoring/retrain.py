@@ -1,8 +1,9 @@
 """The retrain a monitoring run triggers (or ``mlcycle retrain <run id>`` asks for).
 
 ``retrain(cfg, monitoring_run_id)``: the reference data plus the monitoring run's labelled
-batch, trained with the watched model's own resolved config as a NEW root run tagged
-``mlcycle.triggered_by=<monitoring run>``. Never twice for the same monitoring run. Whether
+batch, trained with the watched model's own resolved config as a root run tagged
+``mlcycle.triggered_by=<monitoring run>``: a new run, or the one ``MLFLOW_RUN_ID`` names
+when that is not the monitoring run (an orchestrator task's run). Never twice for the same monitoring run. Whether
 the new version becomes champion is the registry's decision; this module only reads the
 aliases before and after.
 """
@@ -140,7 +141,7 @@ def retrain(cfg: MonitorAppConfig, monitoring_run_id: str, announce: Callable[[s
         f"retraining: {name} with the config of v{version} on {len(kept)} reference + {len(batch)} batch rows, "
         f"as a new pipeline run"
     )
-    with _detached_from_mlflow_run():
+    with _detached_from(monitoring_run_id):
         try:
             result = pipeline.run(pipe_cfg)
         except BaseException:
@@ -170,12 +171,16 @@ def triggered_runs(client: MlflowClient, monitoring_run_id: str) -> list:
 
 
 @contextlib.contextmanager
-def _detached_from_mlflow_run() -> Iterator[None]:
-    """Under ``mlflow run``, MLFLOW_RUN_ID names the monitoring run; the retrain must be a
-    NEW root run, not attach to it (pipeline.run attaches to MLFLOW_RUN_ID when set)."""
-    saved = os.environ.pop("MLFLOW_RUN_ID", None)
+def _detached_from(monitoring_run_id: str) -> Iterator[None]:
+    """The retrain's root is the run ``MLFLOW_RUN_ID`` names (a KFP task's run, as for
+    ``mlcycle train``), unless that is the monitoring run itself: under ``mlflow run -e
+    monitor`` the retrain it triggers must be a NEW root run, not attach to it."""
+    saved = os.environ.get("MLFLOW_RUN_ID")
+    if saved != monitoring_run_id:
+        yield
+        return
+    os.environ.pop("MLFLOW_RUN_ID")
     try:
         yield
     finally:
-        if saved is not None:
-            os.environ["MLFLOW_RUN_ID"] = saved
+        os.environ["MLFLOW_RUN_ID"] = saved

@@ -70,6 +70,9 @@ def seconds_of(metrics: dict[str, float], stage: str | None = None) -> float | N
 # values of KIND_TAG
 KIND_PIPELINE, KIND_STAGE, KIND_TRIAL = "pipeline", "stage", "trial"
 KIND_MONITOR, KIND_PREDICT, KIND_TUNE_WORKER = "monitor", "predict", "tune_worker"
+# the kinds that are the top of an mlcycle tree, even when an orchestrator's run is their
+# parent (a Kubeflow Pipelines task run: KFP nests each task's run under the pipeline's)
+ROOT_KINDS = frozenset({KIND_PIPELINE, KIND_MONITOR, KIND_PREDICT, KIND_TUNE_WORKER})
 
 MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 5000
@@ -179,8 +182,9 @@ class ActiveRun:
 
 @contextlib.contextmanager
 def root_run(experiment_id: str, run_name: str | None, tags: dict[str, str], kind: str = KIND_PIPELINE) -> Iterator[ActiveRun]:
-    """A ROOT run (a pipeline's, a monitoring run, a scoring run); under ``mlflow run`` the
-    run that ``mlflow run`` created. Tagged at creation with its owner process."""
+    """A ROOT run (a pipeline's, a monitoring run, a scoring run). When ``MLFLOW_RUN_ID``
+    names a run (``mlflow run``; a Kubeflow Pipelines task with KFP's MLflow integration),
+    that run is the root, wherever it sits. Tagged at creation with its owner process."""
     from mlflow.tracking.context.registry import resolve_tags
 
     attached = "MLFLOW_RUN_ID" in os.environ
@@ -310,12 +314,12 @@ def children(client: MlflowClient, experiment_id: str, run_id: str) -> list[Run]
 
 
 def root_of(client: MlflowClient, run_id: str) -> Run:
-    """The root of the tree that holds ``run_id``: up the parent tags to a pipeline run or a
-    run without a parent (a parent that no longer exists ends the walk too). A missing
-    ``run_id`` raises MlflowException."""
+    """The root of the tree that holds ``run_id``: up the parent tags to a run of a root
+    kind (pipeline, monitor, predict, tune worker) or a run without a parent (a parent that
+    no longer exists ends the walk too). A missing ``run_id`` raises MlflowException."""
     run = client.get_run(run_id)
     seen = {run.info.run_id}
-    while run.data.tags.get(KIND_TAG) != KIND_PIPELINE and (parent := run.data.tags.get(PARENT_TAG)):
+    while run.data.tags.get(KIND_TAG) not in ROOT_KINDS and (parent := run.data.tags.get(PARENT_TAG)):
         if parent in seen or len(seen) > 10:
             break  # a cycle, or nesting no mlcycle tree has
         seen.add(parent)
