@@ -15,7 +15,7 @@ from tests.conftest import compose
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("+typo=1", "unknown config key 'typo'; known keys: seed, stages, paths, data"),
+        ("+typo=1", "unknown config key 'typo'; known keys: seed, threads_per_fit, stages, paths, data"),
         ("+tune.n_trial=3", "unknown config key 'tune.n_trial' (did you mean 'tune.n_trials'?)"),
         ("+data.split.valid=0.1", "unknown config key 'data.split.valid' (did you mean 'data.split.validation'?)"),
         ("+registry.gate.treshold=1", "unknown config key 'registry.gate.treshold' (did you mean 'registry.gate.thresholds'?)"),

@@ -46,8 +46,6 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
                         "storage": mask_uri(tune.storage) if tune.storage else "memory",
                         **{k: getattr(tune, k) for k in LOGGED}, "n_jobs": tune.n_jobs or "auto",
                         "threads_per_fit": cfg.threads_per_fit or "default"})
-    if tune.storage:
-        study.close_stale_attempts(run, search.study_name)
     if tuning.is_shared(tune.storage):
         study.share_objective(run, rows, description, search)
     run.log.flush()  # study name and parameters visible to workers while trials run

@@ -1,5 +1,5 @@
-"""The MLflow side of an Optuna study: trial runs, the objective shared with remote
-workers, and the runs of an earlier attempt a dead process left RUNNING.
+"""The MLflow side of an Optuna study: trial runs and the objective shared with remote
+workers.
 
 * ``run_study``: ``core.tuning.optimize`` with every finished trial handed to a trial
   writer (``trials``) and a progress bar; the tune stage and ``mlcycle tune-worker`` both
@@ -8,7 +8,6 @@ workers, and the runs of an earlier attempt a dead process left RUNNING.
   state and reason as tags.
 * ``share_objective`` / ``fetch_objective``: the training rows and the recipe a
   ``tune-worker`` on another machine rebuilds the same CV folds from (tune run artifacts).
-* ``close_stale_attempts``: a resumed study ends the dead attempt's runs (``hygiene``).
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from mlcycle.core.evaluation import greater_is_better
-from mlcycle.core.liveness import owner_token
 from mlcycle.core.masking import mask_uri
 from mlcycle.core.progress import TrialProgress
 from mlcycle.core.tuning import (
@@ -38,9 +36,8 @@ from mlcycle.core.tuning import (
     optimize,
 )
 from mlcycle.errors import MlcycleError
-from mlcycle.tracking import hygiene
 from mlcycle.tracking.artifacts import download_artifact, log_artifact_files
-from mlcycle.tracking.runs import ERROR_TAG, MAX_TAG_LENGTH, STUDY_TAG, ActiveRun
+from mlcycle.tracking.runs import ERROR_TAG, MAX_TAG_LENGTH, ActiveRun
 from mlcycle.tracking.trials import TrialRecord, open_writer
 
 log = logging.getLogger(__name__)
@@ -152,24 +149,3 @@ def fetch_objective(tune_run_id: str, storage: str) -> tuple[Objective, Search]:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-# --------------------------------------------------------------------------- an earlier attempt
-def close_stale_attempts(run: ActiveRun, study: str) -> list[str]:
-    """Runs of an earlier attempt at this study that a dead process left RUNNING end FAILED
-    (their whole pipeline tree); the study itself resumes where it stopped."""
-    client = run.log.client
-    found = [r for r in hygiene.running_runs(client, [run.experiment_id], f"tags.`{STUDY_TAG}` = '{study}'")
-             if r.info.run_id != run.run_id]
-    if not found:
-        return []
-    verdicts = hygiene.with_trees(client, hygiene.judge(client, found))
-    hygiene.apply(client, verdicts, closed_by=f"tune run {run.run_id} resuming study {study} ({owner_token()})")
-    closed = [v.run_id for v in verdicts if v.action == hygiene.CLOSE]
-    if closed:
-        run.log.set_tags({"mlcycle.closed_stale_runs": ",".join(closed)[:MAX_TAG_LENGTH]})
-        log.info("ended %d run(s) a dead process left RUNNING: %s", len(closed), ", ".join(closed))
-    for v in verdicts:
-        if v.action == hygiene.KEEP:
-            log.warning("tune run %s of study %s is RUNNING in another process or host; left as is", v.run_id, study)
-    return closed
