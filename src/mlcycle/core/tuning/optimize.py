@@ -36,6 +36,7 @@ from mlcycle.core.tuning.study import (
     reap_dead_trials,
     work,
 )
+from mlcycle.errors import TuningFailed
 
 
 def optimize(
@@ -110,7 +111,7 @@ def summarize(study: optuna.Study, n_before: int, stats: list[WorkerStats]) -> S
     if final.complete == 0:
         trials = study.get_trials(deepcopy=False)
         first_error = next((t.user_attrs[ERROR_ATTR] for t in trials if ERROR_ATTR in t.user_attrs), "unknown")
-        raise RuntimeError(f"all {len(trials)} tuning trials failed; first error: {first_error}")
+        raise TuningFailed(f"all {len(trials)} tuning trials failed; first error: {first_error}")
     best = study.best_trial
     return StudyResult(
         best_params=dict(best.params),

@@ -292,16 +292,19 @@ def work(
             folds = list(objective.folds)
             for step, value in enumerate(iter_fold_scores(estimator, folds, objective.metric, objective.task, objective.classes)):
                 scores.append(value)
+                if not math.isfinite(value):
+                    # undefined on this fold (roc_auc of a one-class fold) or overflowed: the mean
+                    # would be too. Optuna fails a trial that returns NaN, without a traceback.
+                    errors[trial.number] = f"{objective.metric} = {value} on CV fold {step + 1} of {len(folds)}"
+                    trial.set_user_attr(ERROR_ATTR, errors[trial.number])
+                    return float("nan")
                 if pruning and step < len(folds) - 1:
                     # step = folds scored so far: the resource the pruner compares trials on
                     trial.report(float(np.mean(scores)), step + 1)
                     if trial.should_prune():
                         pruned_at[trial.number] = step + 1
                         raise optuna.TrialPruned(f"pruned after {step + 1} fold(s)")
-            mean = float(np.mean(scores))
-            if not math.isfinite(mean):
-                raise ValueError(f"non-finite {objective.metric}: {mean}")
-            return mean
+            return float(np.mean(scores))
         except optuna.TrialPruned:
             raise
         except Exception as exc:
