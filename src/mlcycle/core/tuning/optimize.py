@@ -71,8 +71,8 @@ def optimize(
             shared = False
         else:
             shared = is_shared(search.tune.storage)
-        # Created once, before any worker starts (concurrent first-time schema creation
-        # crashes workers on a fresh database).
+        # Created once, before this invocation's workers start (other invocations creating
+        # Optuna's tables at the same time wait on open_storage's lock).
         study = load_study(search, objective, worker_index=worker_seed, create=True)
         reap_dead_trials(study, search.tune.max_retry)  # a crashed earlier attempt on this host
         fail_stale_trials(study)  # ... or anywhere, once its heartbeat is old enough
