@@ -18,6 +18,10 @@ class ConfigError(MlcycleError):
     """The composed configuration is invalid."""
 
 
+class TuningFailed(MlcycleError, RuntimeError):
+    """No tuning trial gave a score (each raised, or scored NaN/inf); names the first error."""
+
+
 class PipelineTerminated(BaseException):
     """Raised in the main thread when the process receives SIGTERM.
 

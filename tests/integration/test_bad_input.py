@@ -155,3 +155,44 @@ def test_a_good_csv_with_strings_missing_values_and_string_target_trains(store, 
     roots = [r for r in runs(store) if r.data.tags.get("mlcycle.run_kind") == "pipeline"]
     assert len(roots) == 1 and roots[0].info.status == "FINISHED"
     assert roots[0].data.tags["mlcycle.data_source"] == str(path)
+
+
+def _all_missing_target(frame):
+    return frame.assign(label=np.nan)
+
+
+def _all_infinite_column(frame):
+    return frame.assign(z=np.where(np.arange(len(frame)) % 2, np.inf, -np.inf))
+
+
+@pytest.mark.parametrize(
+    ("spoil", "fragments"),
+    [
+        (_all_missing_target, ["target column 'label' is entirely empty"]),
+        (_all_infinite_column, ["column 'z' is entirely empty: every value is ±inf or missing", "data.drop_columns"]),
+    ],
+)
+def test_empty_target_or_infinite_column_is_named(store, tmp_path, spoil, fragments):
+    path = csv(tmp_path, spoil(good_frame()))
+    proc = train(store, tmp_path, "data=csv", f"data.path={path}", "data.target=label", *FAST)
+    assert_one_line_error(proc, "[stage ingest]", str(path), *fragments, code=2)
+    assert_nothing_running_and_root_failed(store, fragments[0])
+
+
+def test_duplicate_column_names_are_refused(store, tmp_path):
+    path = tmp_path / "data.csv"
+    good_frame().rename(columns={"color": "x"}).to_csv(path, index=False)  # header: x,x,label
+    proc = train(store, tmp_path, "data=csv", f"data.path={path}", "data.target=label", *FAST)
+    assert_one_line_error(proc, "[stage ingest]", f"{path}: duplicate column name(s) 'x' (2 times)", code=2)
+    assert_nothing_running_and_root_failed(store, "duplicate column")
+
+
+def test_infinite_cells_are_imputed_even_without_clipping(store, tmp_path):
+    frame = good_frame(200)
+    frame.loc[::3, "x"] = np.inf
+    frame.loc[1::7, "x"] = -np.inf
+    path = csv(tmp_path, frame)
+    proc = train(store, tmp_path, "data=csv", f"data.path={path}", "data.target=label", "preprocess.clip=none", *FAST)
+    assert proc.returncode == 0, proc.stderr
+    pre = [r for r in runs(store) if r.info.run_name == "preprocess"]
+    assert len(pre) == 1 and pre[0].data.metrics["infinite_values"] > 0

@@ -121,12 +121,14 @@ class MlflowServer:
         port: int | None = None,
         env: dict[str, str] | None = None,
         app_name: str | None = None,
+        args: tuple[str, ...] = (),
     ):
         self.backend_uri = backend_uri
         self.folder = folder
         self.port = port or free_port()
         self.env = env or {}
         self.app_name = app_name
+        self.args = tuple(args)  # more `mlflow server` options, e.g. ("--allowed-hosts", ...)
         self.process: subprocess.Popen | None = None
         self.starts = 0
 
@@ -160,6 +162,7 @@ class MlflowServer:
         ]
         if self.app_name:
             cmd += ["--app-name", self.app_name]
+        cmd += self.args
         self.starts += 1
         log = open(self.folder / f"server-{self.starts}.log", "wb")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(

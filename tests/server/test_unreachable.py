@@ -4,6 +4,7 @@ and leaves nothing behind. No PostgreSQL needed: these run everywhere."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
@@ -14,7 +15,7 @@ import pytest
 from mlcycle import pipeline
 from mlcycle.errors import TrackingUnreachable
 from tests.conftest import compose
-from tests.server.harness import TINY, cli, free_port
+from tests.server.harness import TINY, MlflowServer, cli, free_port
 
 # MLflow's default: 7 retries with backoff factor 2, i.e. minutes. "Within seconds" means far
 # below that; the bound is loose so that a loaded CI machine does not fail it.
@@ -97,3 +98,34 @@ def test_something_else_on_the_port_is_reported_as_not_mlflow(remote):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def strict_hosts_server(tmp_path, template_store):
+    """A real `mlflow server` (sqlite store) whose --allowed-hosts leaves out the address the
+    client uses: /health answers, the API answers 403 "Invalid Host header"."""
+    db = tmp_path / "server" / "mlflow.db"
+    db.parent.mkdir()
+    shutil.copy(template_store, db)
+    server = MlflowServer(f"sqlite:///{db}", tmp_path / "server", args=("--allowed-hosts", "mlflow.example.com")).start()
+    yield server
+    server.stop()
+
+
+def test_a_host_header_refusal_says_what_the_server_said(strict_hosts_server, remote, cli_env, tmp_path):
+    server = strict_hosts_server
+    host = f"127.0.0.1:{server.port}"
+    expected = (
+        f"tracking server {server.url} refused the request: Invalid Host header - possible DNS rebinding attack "
+        f"detected (HTTP 403); its --allowed-hosts must include {host}"
+    )
+    remote(server.url)
+    with pytest.raises(TrackingUnreachable) as refused:
+        pipeline.run(compose(TINY))
+    assert str(refused.value) == expected
+    assert "ask an admin" not in str(refused.value)
+
+    done = cli(["train", *TINY], cli_env(server.url, MLFLOW_TRACKING_USERNAME="alice"), timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [f"error: {expected}"]
+    assert not (tmp_path / "outputs").exists()

@@ -37,7 +37,28 @@ def test_cleaner_clips_with_iqr_imputes_and_reports():
     assert out["x"].max() == pytest.approx(cleaner.upper_["x"])
     assert not out["x"].isna().any()
     assert out.loc[2, "c"] == MISSING_CATEGORY
-    assert cleaner.report(train) == {"imputed_cells": 2, "clipped_values": 1}
+    assert cleaner.report(train) == {"imputed_cells": 2, "infinite_values": 0, "clipped_values": 1}
+
+
+def test_cleaner_treats_infinite_values_as_missing_and_counts_them():
+    train = pd.DataFrame({"x": [1.0, 2, 3, 4, np.inf, -np.inf, np.nan, 5], "all_inf": [np.inf] * 8})
+    cleaner = TabularCleaner(numeric=("x", "all_inf"), clip="iqr").fit(train)
+    assert cleaner.fill_ == {"x": 3.0, "all_inf": 0.0}  # the median of the finite values
+    assert np.isfinite([cleaner.lower_["x"], cleaner.upper_["x"]]).all()
+    out = cleaner.transform(train)
+    assert out["x"].tolist() == [1.0, 2, 3, 4, 3, 3, 3, 5] and out["all_inf"].eq(0.0).all()
+    assert cleaner.report(train) == {"imputed_cells": 11, "infinite_values": 10, "clipped_values": 0}
+    # the same at scoring time: a request with ±inf (or the text "inf") is imputed, not refused
+    served = cleaner.transform(pd.DataFrame({"x": ["inf", -np.inf, 2.0], "all_inf": [1.0, np.inf, "-inf"]}))
+    assert served["x"].tolist() == [3.0, 3.0, 2.0] and served["all_inf"].tolist() == [1.0, 0.0, 0.0]
+
+
+def test_one_infinite_cell_does_not_hide_the_outliers_of_its_column():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(300, 2)), columns=["a", "b"])
+    df.loc[0, "b"] = np.inf  # missing (filled with the median): the forest still sees b's range
+    df.loc[5:7, "b"] = 40.0
+    assert np.flatnonzero(anomaly_mask(df, contamination=0.01, seed=0)).tolist() == [5, 6, 7]
 
 
 def test_cleaner_quantile_clip_and_mean_imputation():

@@ -117,6 +117,50 @@ def test_csv_and_parquet_round_trip(tmp_path):
     assert data.read_table(tmp_path / "a.parquet").shape == df.shape
 
 
+def test_duplicate_column_names_are_refused_naming_them_and_the_file(tmp_path):
+    header = "x,label,x,w,w,w,x.1\n"  # pandas would read x, label, x.1, w, w.1, w.2, x.1.1
+    (tmp_path / "dup.csv").write_text(header + "1,a,2,3,4,5,6\n")
+    with pytest.raises(DataError, match=r"dup.csv: duplicate column name\(s\) 'x' \(2 times\), 'w' \(3 times\);"):
+        data.read_table(tmp_path / "dup.csv")
+    (tmp_path / "dup.tsv").write_text("x\tx\n1\t2\n")
+    with pytest.raises(DataError, match=r"dup.tsv: duplicate column name\(s\) 'x' \(2 times\)"):
+        data.read_table(tmp_path / "dup.tsv")
+    # a column really named x.1 next to x is fine, and so is a file whose names are unique
+    (tmp_path / "ok.csv").write_text('x,x.1,"a,b",label\n1,2,3,a\n')
+    assert list(data.read_table(tmp_path / "ok.csv").columns) == ["x", "x.1", "a,b", "label"]
+    # Parquet can hold repeated names (pyarrow writes them; pandas cannot read them back)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table([pa.array([1, 2]), pa.array([3, 4]), pa.array(["a", "b"])], names=["x", "x", "label"])
+    pq.write_table(table, tmp_path / "dup.parquet")
+    with pytest.raises(DataError, match=r"dup.parquet: duplicate column name\(s\) 'x' \(2 times\)"):
+        data.read_table(tmp_path / "dup.parquet")
+
+
+def test_an_entirely_empty_target_is_named_as_the_target():
+    df = frame().assign(y=np.nan)
+    with pytest.raises(DataError, match=r"f.csv: target column 'y' is entirely empty"):
+        data.infer_schema(df, cfg(), "f.csv")
+    df = frame().assign(y=np.inf)
+    df.loc[::2, "y"] = -np.inf
+    with pytest.raises(DataError, match=r"target column 'y' is entirely empty \(missing or ±inf in every row\)"):
+        data.infer_schema(df, cfg(task=Task.regression), "f.csv")
+
+
+def test_infinite_values_count_as_missing_at_ingest():
+    df = frame().assign(y=np.linspace(0, 1, 40), inf=np.inf)
+    df.loc[::2, "inf"] = -np.inf
+    df.loc[3, "inf"] = np.nan
+    with pytest.raises(DataError, match=r"f.csv: column 'inf' is entirely empty: every value is ±inf or missing"):
+        data.infer_schema(df, cfg(), "f.csv")
+    df.loc[:4, "y"] = [np.inf, -np.inf, 0.5, np.inf, 0.2]  # rows with an infinite target are dropped
+    df.loc[7, "inf"] = 1.5  # one finite value: the column stays, its ±inf cells for the cleaner
+    schema, typed = data.infer_schema(df, cfg(), "f.csv")
+    assert "inf" in schema.numeric and len(typed) == 37 and np.isfinite(typed["y"]).all()
+    assert np.isinf(typed["inf"]).sum() == 36
+
+
 def test_stratified_split_keeps_class_balance_and_is_seeded():
     df = frame(n=200)
     schema, typed = data.infer_schema(df, cfg(), "f.csv")

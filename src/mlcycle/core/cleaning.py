@@ -7,6 +7,9 @@ Two kinds of cleaning, on purpose:
   must get a prediction for every row it sends.
 * Cell-level cleaning (type coercion, outlier clipping, imputation) is ``TabularCleaner``,
   the first step of the model Pipeline, so serving applies exactly what training fitted.
+
+A numeric ±inf is a missing value everywhere here: no estimator can use it, and clipping it
+to a bound would invent a value.
 """
 
 from __future__ import annotations
@@ -31,9 +34,15 @@ def anomaly_mask(numeric: pd.DataFrame, contamination: float, seed: int) -> np.n
 
     if numeric.shape[1] == 0 or len(numeric) < 20 or contamination <= 0:
         return np.zeros(len(numeric), dtype=bool)
+    numeric = numeric.apply(lambda col: finite(_numbers(col)))
     filled = numeric.fillna(numeric.median(numeric_only=True)).fillna(0.0)
     forest = IsolationForest(contamination=contamination, random_state=seed, n_estimators=100)
     return forest.fit_predict(filled.to_numpy(dtype=float)) == -1
+
+
+def finite(values: pd.Series) -> pd.Series:
+    """Float numbers with ±inf made missing."""
+    return values.where(np.isfinite(values))
 
 
 def as_text(values: pd.Series) -> pd.Series:
@@ -44,7 +53,7 @@ def as_text(values: pd.Series) -> pd.Series:
 
 
 class TabularCleaner(TransformerMixin, BaseEstimator):
-    """Coerce column types, clip numeric outliers and impute missing cells.
+    """Coerce column types, clip numeric outliers and impute missing cells (±inf included).
 
     Bounds and fill values are learned in ``fit`` (training rows only). ``transform``
     returns a DataFrame with the same feature columns: numeric as float, categorical as
@@ -99,15 +108,18 @@ class TabularCleaner(TransformerMixin, BaseEstimator):
         return X
 
     def report(self, X) -> dict[str, int]:
-        """What ``transform`` changes on X: cells imputed and values clipped."""
+        """What ``transform`` changes on X: cells imputed (±inf ones also counted apart) and
+        values clipped."""
         check_is_fitted(self, "fill_")
-        X = self._coerce(X)
-        imputed = int(X[list(self.numeric) + list(self.categorical)].isna().sum().sum())
+        cleaned = self._coerce(X)
+        raw = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X, columns=self._columns)
+        infinite = sum(int(np.isinf(_numbers(raw[col])).sum()) for col in self.numeric)
+        imputed = int(cleaned[list(self.numeric) + list(self.categorical)].isna().sum().sum())
         clipped = 0
         for col in self.numeric:
-            values = X[col]
+            values = cleaned[col]
             clipped += int(((values < self.lower_[col]) | (values > self.upper_[col])).sum())
-        return {"imputed_cells": imputed, "clipped_values": clipped}
+        return {"imputed_cells": imputed, "infinite_values": infinite, "clipped_values": clipped}
 
     def get_feature_names_out(self, input_features=None):
         return np.asarray(self._columns, dtype=object)
@@ -134,9 +146,13 @@ class TabularCleaner(TransformerMixin, BaseEstimator):
             raise ValueError(f"missing required column(s): {', '.join(missing)}")
         out = pd.DataFrame(index=X.index)
         for col in self.numeric:
-            out[col] = pd.to_numeric(X[col], errors="coerce").astype(float)
+            out[col] = finite(_numbers(X[col]))
         for col in self.categorical:
             out[col] = as_text(X[col])
         for col in self.datetime:
             out[col] = pd.to_datetime(X[col], errors="coerce", format="mixed").astype("datetime64[ns]")
         return out
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    return pd.to_numeric(values, errors="coerce").astype(float)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,11 +114,18 @@ def read_table(path: Path) -> pd.DataFrame:
     if path.is_dir():
         raise DataError(f"data path is a directory, not a file: {path}")
     suffix = path.suffix.lower()
+    sep = "\t" if suffix == ".tsv" else ","
     try:
         if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            _refuse_duplicates(pq.read_schema(path).names, path)
             frame = pd.read_parquet(path)
         elif suffix in (".csv", ".txt", ".gz", ".tsv"):
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", low_memory=False)
+            # pandas renames a repeated name (x, x.1): the header as written tells them apart
+            header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False)
+            _refuse_duplicates(header.iloc[0].tolist(), path)
+            frame = pd.read_csv(path, sep=sep, low_memory=False)
         else:
             raise DataError(f"unsupported data file type {suffix!r} (use .csv or .parquet): {path}")
     except DataError:
@@ -130,6 +138,13 @@ def read_table(path: Path) -> pd.DataFrame:
     if frame.shape[1] == 0 or len(frame) == 0:
         raise DataError(f"data file has no rows: {path}")
     return frame
+
+
+def _refuse_duplicates(names: list, path: Path) -> None:
+    repeated = {name: n for name, n in Counter(names).items() if n > 1 and name != ""}
+    if repeated:
+        which = ", ".join(f"{name!r} ({n} times)" for name, n in repeated.items())
+        raise DataError(f"{path}: duplicate column name(s) {which}; give each column its own name")
 
 
 # --------------------------------------------------------------------------- typing
@@ -153,7 +168,7 @@ def infer_schema(frame: pd.DataFrame, cfg: DataConfig, source: str) -> tuple[Sch
 
     Returns the schema and a typed copy of the frame: numeric columns as float (a few
     non-numeric cells, within ``numeric_garbage_tolerance``, become missing), datetimes
-    parsed, categoricals as object. Rows with a missing target are dropped.
+    parsed, categoricals as object. Rows with a missing (or ±inf) target are dropped.
     """
     target = cfg.target
     if target not in frame.columns:
@@ -170,7 +185,10 @@ def infer_schema(frame: pd.DataFrame, cfg: DataConfig, source: str) -> tuple[Sch
         raise DataError(f"data.column_types: unknown kind(s) {bad_kinds}; use one of {list(KINDS)}")
 
     frame = frame.drop(columns=list(cfg.drop_columns)).copy()
-    frame = frame[frame[target].notna()].reset_index(drop=True)
+    present = frame[target].notna() & ~frame[target].isin([np.inf, -np.inf])  # ±inf counts as missing
+    if not present.any():
+        raise DataError(f"{source}: target column {target!r} is entirely empty (missing or ±inf in every row)")
+    frame = frame[present].reset_index(drop=True)
     task = cfg.task or infer_task(frame[target])
     if task is not Task.regression:
         frame[target] = _class_labels(frame[target])
@@ -191,6 +209,9 @@ def infer_schema(frame: pd.DataFrame, cfg: DataConfig, source: str) -> tuple[Sch
         kind = cfg.column_types.get(col) or _infer_kind(frame[col])
         types[col] = source_type(frame[col], kind)
         frame[col] = _coerce(frame[col], kind, source, col, cfg.numeric_garbage_tolerance)
+        if kind == NUMERIC and not np.isfinite(frame[col]).any():
+            raise DataError(f"{source}: column {col!r} is entirely empty: every value is ±inf or missing (±inf "
+                            "counts as missing); drop it with data.drop_columns")
         kinds[col] = kind
     if not kinds:
         raise DataError(f"{source}: no feature columns besides the target {target!r}")
@@ -255,7 +276,8 @@ def source_type(col: pd.Series, kind: str) -> str:
         return BOOLEAN
     if pd.api.types.is_integer_dtype(col):
         return INTEGER
-    values = pd.to_numeric(present, errors="coerce").dropna()
+    values = pd.to_numeric(present, errors="coerce")
+    values = values[np.isfinite(values)]  # ±inf is missing, neither integer nor decimal
     if pd.api.types.is_float_dtype(col) and len(values) and bool(np.all(np.mod(values.to_numpy(), 1) == 0)):
         return INTEGER
     return DOUBLE

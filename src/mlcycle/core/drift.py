@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mlcycle.core.cleaning import MISSING_CATEGORY, as_text
+from mlcycle.core.cleaning import MISSING_CATEGORY, as_text, finite
 from mlcycle.core.data import CATEGORICAL, DATETIME, coerce_column
 from mlcycle.errors import DataError
 
@@ -146,13 +146,13 @@ class FeatureDrift:
 
 
 def as_numbers(values: pd.Series, kind: str) -> np.ndarray:
-    """Values on a numeric axis: datetimes as seconds since the epoch, missing as NaN."""
+    """Values on a numeric axis: datetimes as seconds since the epoch, missing (and ±inf) as NaN."""
     if kind == DATETIME:
         stamps = pd.to_datetime(values, errors="coerce")
         out = stamps.astype("datetime64[ns]").astype("int64").to_numpy(dtype=float) / 1e9
         out[stamps.isna().to_numpy()] = np.nan
         return out
-    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    return finite(pd.to_numeric(values, errors="coerce").astype(float)).to_numpy(dtype=float)
 
 
 def feature_drift(

@@ -110,7 +110,7 @@ def preprocessing_section(tree: RunTree) -> dict[str, Any]:
     stage = tree.stages["preprocess"]
     m = stage.metrics
     keys = ["rows_in", "duplicates_removed_train", "duplicates_removed_validation", "anomalies_removed",
-            "rows_out", "imputed_cells", "clipped_values"]
+            "rows_out", "imputed_cells", "infinite_values", "clipped_values"]
     return {
         "stage": stage.info(),
         "counts": metric_table(m, keys + sorted(k for k in m if k not in keys and k not in TIME_METRICS)),

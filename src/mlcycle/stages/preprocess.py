@@ -3,7 +3,8 @@
 Duplicates and anomalous rows are removed from train and validation (the rows the final
 model learns from), never from test: evaluation sees data as it arrives. Imputation and
 clipping are fitted here only to report what they change; the same cleaner is part of the
-model Pipeline built in the features stage. Caches the cleaned train and validation rows.
+model Pipeline built in the features stage (``infinite_values``: the ±inf cells among the
+imputed ones). Caches the cleaned train and validation rows.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
         "rows_in": len(splits.train) + len(splits.validation), "rows_out": len(train) + len(validation),
         "duplicates_removed_train": dropped_train, "duplicates_removed_validation": dropped_validation,
         "anomalies_removed": anomalies, "imputed_cells": report["imputed_cells"],
-        "clipped_values": report["clipped_values"],
+        "infinite_values": report["infinite_values"], "clipped_values": report["clipped_values"],
     })
     return replace(state, train=train, validation=validation)
 

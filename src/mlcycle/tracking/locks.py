@@ -6,7 +6,7 @@ model even if it is the worse one. Every alias move in mlcycle happens inside th
 
 * sqlite store: a file lock (``filelock``) beside the database file, one per registered model;
 * PostgreSQL store (``postgresql://`` or ``postgresql+driver://``): a session-level advisory
-  lock (``pg_try_advisory_lock``) in that database, keyed by the registered model's name;
+  lock (``core.locks.AdvisoryLock``) in that database, keyed by the registered model's name;
 * HTTP tracking server: the REST API has no lock, so mlcycle takes a PostgreSQL advisory lock
   in ``registry.lock.postgres_uri`` when given (the server's backend database), else a file
   lock under the project root, which serializes only the mlcycle processes that share that
@@ -17,12 +17,12 @@ model even if it is the worse one. Every alias move in mlcycle happens inside th
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from mlcycle.config.schema import LockBackend, LockConfig
+from mlcycle.core import locks
+from mlcycle.core.locks import AdvisoryLock, FileLock, LockTimeout
 from mlcycle.errors import MlcycleError
 
 
@@ -81,52 +81,33 @@ def registry_lock(tracking_uri: str, cfg: LockConfig, model_name: str) -> Iterat
 
 @contextlib.contextmanager
 def _file_lock(path: Path, timeout: float) -> Iterator[None]:
-    import filelock
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(path), timeout=timeout)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise RegistryLockTimeout(f"timed out after {timeout:g} s waiting for the registry lock {path}") from None
-    try:
+    with _held(FileLock(path), timeout, f"registry lock {path}"):
         yield
-    finally:
-        lock.release()
 
 
 def advisory_key(model_name: str) -> int:
     """A stable signed 64-bit key for ``pg_advisory_lock``."""
-    digest = hashlib.sha256(f"mlcycle.registry:{model_name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+    return locks.advisory_key(_advisory_name(model_name))
+
+
+def _advisory_name(model_name: str) -> str:
+    return f"mlcycle.registry:{model_name}"
 
 
 @contextlib.contextmanager
 def _advisory_lock(uri: str, model_name: str, timeout: float) -> Iterator[None]:
     """Session-level advisory lock on a dedicated connection (released on unlock or when the
     connection closes, so a killed process cannot leave it held)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.pool import NullPool
+    what = f"registry advisory lock {advisory_key(model_name)} ({model_name})"
+    with _held(AdvisoryLock(uri, _advisory_name(model_name)), timeout, what):
+        yield
 
-    key = advisory_key(model_name)
-    engine = create_engine(uri, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            deadline = time.monotonic() + timeout
-            delay = 0.05
-            while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
-                conn.rollback()  # do not keep a transaction open while waiting
-                if time.monotonic() >= deadline:
-                    raise RegistryLockTimeout(
-                        f"timed out after {timeout:g} s waiting for the registry advisory lock {key} ({model_name})"
-                    )
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-            conn.commit()
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
-    finally:
-        engine.dispose()
+
+@contextlib.contextmanager
+def _held(lock: AdvisoryLock | FileLock, timeout: float, what: str) -> Iterator[None]:
+    with lock:
+        try:
+            lock.acquire(timeout)
+        except LockTimeout:
+            raise RegistryLockTimeout(f"timed out after {timeout:g} s waiting for the {what}") from None
+        yield

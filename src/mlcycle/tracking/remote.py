@@ -6,7 +6,8 @@ the pipeline asks once, with a short timeout and no retries, before it creates a
 
 * ``http(s)://``: ``GET /health`` must answer 200, then one authenticated read
   (``experiments/search``) must not answer 401/403, with the credentials MLflow itself
-  would send (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` or ``MLFLOW_TRACKING_TOKEN``);
+  would send (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` or ``MLFLOW_TRACKING_TOKEN``); a
+  403 is told apart by what the server said (a permission, or its Host-header check);
 * a database URI (``postgresql+psycopg2://``, ``mysql://``, ...): a TCP connection to its
   host and port;
 * local stores (``sqlite:``, ``file:``) need no reachability check.
@@ -102,10 +103,20 @@ def _check_http(uri: str, timeout: float) -> None:
             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
         )
     if probe.status_code == 403:
-        raise TrackingUnreachable(
-            f"tracking server {mask_uri(uri)} refused user {os.environ.get('MLFLOW_TRACKING_USERNAME', '?')!r} "
-            "(HTTP 403): ask an admin for permission"
-        )
+        raise TrackingUnreachable(_refusal(uri, probe.text))
+
+
+def _refusal(uri: str, body: str) -> str:
+    """What a 403 meant: the auth plugin's "Permission denied" is about the user; anything
+    else (the server's Host-header check, a proxy) is quoted as the server said it."""
+    said = " ".join(body.split())[:300]
+    if said.lower() == "permission denied" or "PERMISSION_DENIED" in said:
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "?")
+        return f"tracking server {mask_uri(uri)} refused user {user!r} (HTTP 403): ask an admin for permission"
+    line = f"tracking server {mask_uri(uri)} refused the request: {said or 'no reason given'} (HTTP 403)"
+    if "invalid host header" in said.lower():  # mlflow server --allowed-hosts (DNS rebinding guard)
+        line += f"; its --allowed-hosts must include {urlsplit(uri).netloc.rpartition('@')[2]}"
+    return line
 
 
 def _auth() -> dict:

@@ -36,6 +36,7 @@ from mlcycle.core.tuning.study import (
     reap_dead_trials,
     work,
 )
+from mlcycle.errors import TuningFailed
 
 
 def optimize(
@@ -80,8 +81,8 @@ def optimize(
             shared = False
         else:
             shared = is_shared(search.tune.storage)
-        # Created once, before any worker starts (concurrent first-time schema creation
-        # crashes workers on a fresh database).
+        # Created once, before this invocation's workers start (other invocations creating
+        # Optuna's tables at the same time wait on open_storage's lock).
         study = load_study(search, objective, worker_index=worker_seed, create=True)
         reap_dead_trials(study, search.tune.max_retry)  # a crashed earlier attempt on this host
         fail_stale_trials(study)  # ... or anywhere, once its heartbeat is old enough
@@ -146,7 +147,7 @@ def summarize(study: optuna.Study, n_before: int, stats: list[WorkerStats]) -> S
     if final.complete == 0:
         trials = study.get_trials(deepcopy=False)
         first_error = next((t.user_attrs[ERROR_ATTR] for t in trials if ERROR_ATTR in t.user_attrs), "unknown")
-        raise RuntimeError(f"all {len(trials)} tuning trials failed; first error: {first_error}")
+        raise TuningFailed(f"all {len(trials)} tuning trials failed; first error: {first_error}")
     best = study.best_trial
     return StudyResult(
         best_params=dict(best.params),

@@ -1,7 +1,9 @@
-"""Where a study lives and how it draws trials: Optuna storages, samplers and pruners."""
+"""Where a study lives and how it draws trials: Optuna storages, samplers and pruners, and
+the locks that let workers start together on a fresh database and count trials exactly."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,6 +11,10 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from mlcycle.config.schema import Pruner, Sampler
+from mlcycle.core.locks import AdvisoryLock, FileLock, holding
+
+SCHEMA_LOCK = "mlcycle.optuna-schema"
+LOCK_TIMEOUT = 300.0  # seconds; the locks here are held for milliseconds
 
 if TYPE_CHECKING:
     from mlcycle.core.tuning.study import Search
@@ -39,15 +45,36 @@ def open_storage(search: Search) -> optuna.storages.BaseStorage | None:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}  # threads wait for the write lock
-    with warnings.catch_warnings():
+    url = _with_driver(url)
+    # Optuna creates its tables on first use; processes doing that at once on a fresh
+    # PostgreSQL database collide (optuna#1092: duplicate key in pg_type), so one at a time.
+    schema_lock = holding(AdvisoryLock(url, SCHEMA_LOCK), LOCK_TIMEOUT) if _is_postgres(url) else contextlib.nullcontext()
+    with schema_lock, warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
-            _with_driver(url),
+            url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=search.tune.heartbeat_interval,
             grace_period=search.tune.grace_period,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=search.tune.max_retry),
         )
+
+
+def claim_lock(search: Search) -> AdvisoryLock | FileLock | None:
+    """The lock a worker holds from counting a shared study's trials until its next trial
+    exists (``study.work``), so that workers racing for the last slots never run more than
+    ``n_trials``: a PostgreSQL advisory lock named after the study, or a lock file beside a
+    journal file. None for other storages (a MySQL study may get a few extra trials)."""
+    url = search.tune.storage or ""
+    if _is_postgres(url):
+        return AdvisoryLock(_with_driver(url), f"mlcycle.optuna-claim:{search.study_name}")
+    if url.startswith("journal:///"):
+        return FileLock(Path(url.removeprefix("journal://") + ".claim.lock"))
+    return None
+
+
+def _is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgresql+"))
 
 
 def _with_driver(url: str) -> str:

@@ -34,7 +34,13 @@ from mlcycle.config.schema import Config, EstimatorSpec, TuneConfig
 from mlcycle.core.liveness import owner_is_dead, owner_token
 from mlcycle.core.modeling import build_estimator, iter_fold_scores
 from mlcycle.core.tuning.objective import Objective
-from mlcycle.core.tuning.storage import make_pruner, make_sampler, open_storage
+from mlcycle.core.tuning.storage import (
+    LOCK_TIMEOUT,
+    claim_lock,
+    make_pruner,
+    make_sampler,
+    open_storage,
+)
 
 OWNER_ATTR = "mlcycle.worker"  # host:pid:start of the process running the trial
 ERROR_ATTR = "mlcycle.error"  # the objective raised: the trial counts as done, not retried
@@ -276,11 +282,12 @@ def work(
 
     A ``quota`` counts slots in memory: exact, and enough when the storage is this
     invocation's alone. A ``shared`` storage may have workers elsewhere: before each trial
-    the loop counts the study's trials in the storage (a race between workers may add a
-    few extra trials), and when the last trials are running elsewhere it waits for them,
-    failing stale ones so that their retries run here. Both may apply (a worker told to
-    run at most N trials of a shared study). ``on_trial_start`` hears of each trial as it
-    begins, ``on_trial`` of each as it ends.
+    the loop counts the study's trials in the storage under the study's claim lock, held
+    until the trial exists, so that racing workers never start more than ``n_trials``; and
+    when the last trials are running elsewhere it waits for them, failing stale ones so
+    that their retries run here. Both may apply (a worker told to run at most N trials of
+    a shared study). ``on_trial_start`` hears of each trial as it begins, ``on_trial`` of
+    each as it ends.
     """
     token = owner_token()
     persistent = search.tune.storage is not None
@@ -292,7 +299,10 @@ def work(
     errors: dict[int, str] = {}
     pruned_at: dict[int, int] = {}
 
+    claim = (claim_lock(search) if shared else None) or NO_LOCK
+
     def fn(trial: optuna.Trial) -> float:
+        claim.release()  # the trial exists: the next count includes it
         current[:] = [trial.number]
         if on_trial_start is not None:
             begun = trial.datetime_start
@@ -306,16 +316,19 @@ def work(
             folds = list(objective.folds)
             for step, value in enumerate(iter_fold_scores(estimator, folds, objective.metric, objective.task, objective.classes)):
                 scores.append(value)
+                if not math.isfinite(value):
+                    # undefined on this fold (roc_auc of a one-class fold) or overflowed: the mean
+                    # would be too. Optuna fails a trial that returns NaN, without a traceback.
+                    errors[trial.number] = f"{objective.metric} = {value} on CV fold {step + 1} of {len(folds)}"
+                    trial.set_user_attr(ERROR_ATTR, errors[trial.number])
+                    return float("nan")
                 if pruning and step < len(folds) - 1:
                     # step = folds scored so far: the resource the pruner compares trials on
                     trial.report(float(np.mean(scores)), step + 1)
                     if trial.should_prune():
                         pruned_at[trial.number] = step + 1
                         raise optuna.TrialPruned(f"pruned after {step + 1} fold(s)")
-            mean = float(np.mean(scores))
-            if not math.isfinite(mean):
-                raise ValueError(f"non-finite {objective.metric}: {mean}")
-            return mean
+            return float(np.mean(scores))
         except optuna.TrialPruned:
             raise
         except Exception as exc:
@@ -345,36 +358,55 @@ def work(
         on_trial(result)
         blocked += time.perf_counter() - started
 
-    while True:
-        if should_stop is not None and should_stop():
-            break
-        if deadline is not None and time.time() >= deadline:
-            break
-        if shared:
-            now = counts(study)
-            if now.done >= search.tune.n_trials:
+    try:
+        while True:
+            if should_stop is not None and should_stop():
                 break
-            if now.done + now.running >= search.tune.n_trials and now.waiting == 0:
-                # the last slots are taken elsewhere: wait, and take over any that died
-                reap_dead_trials(study, search.tune.max_retry)
-                fail_stale_trials(study)
-                time.sleep(POLL_SECONDS)
-                continue
-        if quota is not None and not quota.claim():
-            break
-        try:
-            study.optimize(fn, n_trials=1, catch=(Exception,), callbacks=[callback])
-        except BaseException:
-            # Terminated mid-trial (SIGTERM in the pipeline): Optuna leaves the trial
-            # RUNNING; end it FAIL (no error attribute: it is not counted, and is re-run on
-            # resume).
-            for number in current:
-                with contextlib.suppress(Exception):
-                    study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
-            raise
-        current.clear()
-        ran += 1
+            if deadline is not None and time.time() >= deadline:
+                break
+            if shared:
+                claim.acquire(LOCK_TIMEOUT)
+                now = counts(study)
+                if now.done >= search.tune.n_trials:
+                    break
+                if now.done + now.running >= search.tune.n_trials and now.waiting == 0:
+                    # the last slots are taken elsewhere: wait, and take over any that died
+                    claim.release()
+                    reap_dead_trials(study, search.tune.max_retry)
+                    fail_stale_trials(study)
+                    time.sleep(POLL_SECONDS)
+                    continue
+            if quota is not None and not quota.claim():
+                break
+            try:
+                study.optimize(fn, n_trials=1, catch=(Exception,), callbacks=[callback])
+            except BaseException:
+                # Terminated mid-trial (SIGTERM in the pipeline): Optuna leaves the trial
+                # RUNNING; end it FAIL (no error attribute: it is not counted, and is re-run
+                # on resume).
+                for number in current:
+                    with contextlib.suppress(Exception):
+                        study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+                raise
+            finally:
+                claim.release()
+            current.clear()
+            ran += 1
+    finally:
+        claim.close()
     return WorkerStats(token, ran, blocked)
+
+
+class _NoLock:
+    """A storage of this invocation's own needs no claim lock (its quota is exact)."""
+
+    def acquire(self, timeout: float | None = None) -> None:
+        pass
+
+    release = close = acquire
+
+
+NO_LOCK = _NoLock()
 
 
 def _ms(moment) -> int:
