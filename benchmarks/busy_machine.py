@@ -50,10 +50,12 @@ def measure(rows: int, variant: str, trials: int, extra: list[str]) -> tuple[flo
             raise RuntimeError(f"{variant} at {rows} rows failed:\n{done.stderr[-3000:]}")
         from mlflow import MlflowClient
 
+        from mlcycle.tracking.runs import seconds_of
+
         client = MlflowClient(store)
         exp = client.get_experiment_by_name("mlcycle")
         (tune,) = client.search_runs([exp.experiment_id], "tags.`mlcycle.stage` = 'tune'")
-        return tune.data.metrics["duration_seconds"], tune.data.params.get("n_jobs_used", "1")
+        return seconds_of(tune.data.metrics), tune.data.params.get("n_jobs_used", "1")
 
 
 class Burners:
