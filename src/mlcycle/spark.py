@@ -206,7 +206,8 @@ def positions(blocks: np.ndarray, seen: dict[int, int]) -> np.ndarray:
     """Each row's 0-based position in its block, given the rows of each block ``seen`` in
     the partition's earlier batches (updated)."""
     keys = pd.Series(blocks)
-    out = keys.groupby(keys).cumcount().to_numpy() + keys.map(lambda b: seen.get(b, 0)).to_numpy()
+    before = keys.map({block: seen.get(int(block), 0) for block in keys.unique()})
+    out = keys.groupby(keys).cumcount().to_numpy() + before.to_numpy()
     for block, n in keys.value_counts().items():
         seen[int(block)] = seen.get(int(block), 0) + int(n)
     return out
