@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv run test test-postgres test-fast lint ui data clean server server-stop server-status db-upgrade airflow-check kfp-venv kfp-compile kfp-check
+.PHONY: help venv run test test-postgres test-fast lint ui data clean server server-stop server-status db-upgrade airflow-check kfp-venv kfp-compile kfp-check spark-venv spark-check
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -67,6 +67,12 @@ kfp-compile: kfp-venv ## regenerate orchestration/kfp_pipeline.yaml + kfp_big_st
 
 kfp-check: kfp-venv ## run both KFP pipelines for real with KFP's local runner (no cluster)
 	scripts/check_kfp_pipeline.sh .venv-kfp
+
+spark-venv: ## .venv-spark for `mlcycle predict --engine spark`: pyspark + mlcycle (editable); Java if missing
+	scripts/spark_venv.sh .venv-spark
+
+spark-check: $(STAMP) spark-venv ## the Spark scoring tests, for real (local[2]): Spark against pandas, spark_udf
+	MLCYCLE_SPARK_VENV=$(CURDIR)/.venv-spark $(BIN)/python -m pytest -m spark $(ARGS)
 
 clean: ## remove run outputs (tracking store, artifacts, Hydra outputs); keeps .venv
 	rm -rf mlflow.db mlflow.db.registry-*.lock .mlcycle mlartifacts mlruns outputs multirun data/retrain

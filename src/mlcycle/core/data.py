@@ -107,34 +107,43 @@ def resolve_path(path: str, base_dir: Path | None = None) -> Path:
     return p.resolve()
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file; every failure is a one-line DataError naming the file."""
+TABLE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".txt": "csv", ".gz": "csv", ".tsv": "tsv"}
+
+
+def table_format(path: Path) -> str:
+    """csv, tsv or parquet for a data file that exists; otherwise a one-line DataError."""
     if not path.exists():
         raise DataError(f"data file not found: {path}")
     if path.is_dir():
         raise DataError(f"data path is a directory, not a file: {path}")
-    suffix = path.suffix.lower()
-    sep = "\t" if suffix == ".tsv" else ","
+    if path.suffix.lower() not in TABLE_FORMATS:
+        raise DataError(f"unsupported data file type {path.suffix.lower()!r} (use .csv or .parquet): {path}")
+    return TABLE_FORMATS[path.suffix.lower()]
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file; every failure is a one-line DataError naming the file, and
+    repeated column names are refused."""
+    kind = table_format(path)
+    sep = "\t" if kind == "tsv" else ","
     try:
-        if suffix in (".parquet", ".pq"):
+        if kind == "parquet":
             import pyarrow.parquet as pq
 
             _refuse_duplicates(pq.read_schema(path).names, path)
             frame = pd.read_parquet(path)
-        elif suffix in (".csv", ".txt", ".gz", ".tsv"):
+        else:
             # pandas renames a repeated name (x, x.1): the header as written tells them apart
             header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False)
             _refuse_duplicates(header.iloc[0].tolist(), path)
             frame = pd.read_csv(path, sep=sep, low_memory=False)
-        else:
-            raise DataError(f"unsupported data file type {suffix!r} (use .csv or .parquet): {path}")
     except DataError:
         raise
     except pd.errors.EmptyDataError:
         raise DataError(f"data file is empty: {path}") from None
     except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot read {path} as {suffix.lstrip('.')}: {reason}") from None
+        raise DataError(f"cannot read {path} as {path.suffix.lower().lstrip('.')}: {reason}") from None
     if frame.shape[1] == 0 or len(frame) == 0:
         raise DataError(f"data file has no rows: {path}")
     return frame

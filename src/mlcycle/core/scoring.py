@@ -9,6 +9,9 @@ Missing cells are not errors: the model's cleaning step imputes them. A required
 is absent altogether is one ``DataError`` listing every missing column.
 
 Row numbers are 1-based data rows: row 1 is the first row after a CSV header (line 2).
+
+Both batch engines (pandas, Spark) score through ``scored_rows``: the same check, the same
+model call, the same output columns; Spark calls it once per Arrow batch.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from mlcycle.errors import DataError
 
 NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
 MAX_REASONS_SHOWN = 5
+# The text pandas' CSV reader takes as a missing value (its default ``na_values``, plus the
+# empty field). Spark reads these as text; ``text_as_read`` makes them missing again.
+CSV_MISSING = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                         "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
 
 
 @dataclass(frozen=True)
@@ -104,21 +111,57 @@ def describe_rejections(rejected: pd.DataFrame, limit: int = MAX_REASONS_SHOWN, 
     return "; ".join(lines)
 
 
-def prediction_frame(predictions, proba=None, classes=()) -> pd.DataFrame:
+def prediction_columns(classes=()) -> list[str]:
     """``prediction`` and, for classifiers, ``probability_<class>`` per class."""
+    return ["prediction", *[f"probability_{cls}" for cls in classes]]
+
+
+def prediction_frame(predictions, proba=None, classes=()) -> pd.DataFrame:
+    """The columns of ``prediction_columns``, filled."""
     out = pd.DataFrame({"prediction": np.asarray(predictions)})
     if proba is not None:
         proba = np.asarray(proba)
-        for i, cls in enumerate(classes):
-            out[f"probability_{cls}"] = proba[:, i]
+        for i, name in enumerate(prediction_columns(classes)[1:]):
+            out[name] = proba[:, i]
     return out
+
+
+def output_columns(input_columns, classes=()) -> list[str]:
+    """The input's columns plus ``prediction_columns``; a name both have is a DataError."""
+    scored = prediction_columns(classes)
+    clash = [n for n in scored if n in set(input_columns)]
+    if clash:
+        raise DataError(f"input already has column(s) {clash}; rename them before scoring")
+    return [*input_columns, *scored]
 
 
 def output_frame(frame: pd.DataFrame, accepted: np.ndarray, predictions, proba=None, classes=()) -> pd.DataFrame:
     """The accepted input rows (all their columns) plus ``prediction_frame``'s columns."""
+    output_columns(frame.columns, classes if proba is not None else ())
     out = frame[accepted].reset_index(drop=True)
-    scored = prediction_frame(predictions, proba, classes)
-    clash = [n for n in scored.columns if n in out.columns]
-    if clash:
-        raise DataError(f"input already has column(s) {clash}; rename them before scoring")
-    return pd.concat([out, scored], axis=1)
+    return pd.concat([out, prediction_frame(predictions, proba, classes)], axis=1)
+
+
+def scored_rows(model, frame: pd.DataFrame, checked: Checked, probabilities: bool) -> pd.DataFrame:
+    """The accepted rows of ``frame`` (checked by ``check_input``) plus the model's
+    ``prediction`` and, with ``probabilities``, one ``probability_<class>`` per class: what
+    either batch engine writes."""
+    classes = tuple(model.classes_) if probabilities else ()
+    if len(checked.frame):
+        predictions = model.predict(checked.frame)
+        proba = model.predict_proba(checked.frame) if probabilities else None
+    else:  # nothing to score: the same columns, no rows
+        predictions = np.asarray(getattr(model, "classes_", np.zeros(0)))[:0]
+        proba = np.zeros((0, len(classes))) if probabilities else None
+    return output_frame(frame, checked.accepted, predictions, proba, classes)
+
+
+def text_as_read(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame of CSV text (Spark reads every CSV column as text) with what pandas' CSV reader
+    takes as missing (``CSV_MISSING``) made missing, as text (object) columns: then
+    ``check_input`` parses each value with the same code as for a file pandas read."""
+    out = {}
+    for name, values in frame.items():
+        text = values.astype(object)
+        out[name] = text.where(values.notna() & ~text.isin(CSV_MISSING), None)
+    return pd.DataFrame(out, index=frame.index)

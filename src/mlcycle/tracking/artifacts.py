@@ -11,7 +11,7 @@ from pathlib import Path
 
 import mlflow
 
-from mlcycle.core.data import digest
+from mlcycle.core.data import digest, file_digest
 
 
 def log_artifact_files(paths: list[Path], folder: str) -> None:
@@ -90,14 +90,18 @@ def log_splits(splits, source: str, target: str, data_name: str) -> None:
 
 
 def log_input_file(frame, path: Path, context: str) -> None:
-    """Log a file the active run read (e.g. a batch to score) as a dataset input."""
+    """Log a file the active run read (e.g. a batch to score) as a dataset input. Without a
+    frame (the Spark engine never holds the file): its name, source and content hash only."""
     import mlflow.data
+    from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.sources import LocalArtifactDatasetSource
 
+    source = LocalArtifactDatasetSource(str(path))
+    if frame is None:
+        mlflow.log_input(MetaDataset(source, name=path.name, digest=file_digest(path)), context=context)
+        return
     with warnings.catch_warnings():
         # integer columns in a file to score: MLflow's schema hint is about model signatures
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        dataset = mlflow.data.from_pandas(
-            frame, source=LocalArtifactDatasetSource(str(path)), name=path.name, digest=digest(frame)
-        )
+        dataset = mlflow.data.from_pandas(frame, source=source, name=path.name, digest=digest(frame))
         mlflow.log_input(dataset, context=context)

@@ -9,6 +9,7 @@
   before any file is read, then loaded through skops with mlcycle's own allowlist
   ``TRUSTED_TYPES``, never the list written in the model's MLmodel file; pickle/cloudpickle
   are refused. ``load_skops`` is that allowlist for a payload (the step cache uses it).
+  ``load_model_payload`` also returns the verified payload, which a Spark job broadcasts.
 * ``parse_model_uri`` / ``resolve_uri``: ``models:/<name>/<version>`` and
   ``models:/<name>@<alias>`` to a registered version.
 """
@@ -127,6 +128,11 @@ class LoadedModel:
     def classes(self) -> tuple:
         return tuple(getattr(self.model, "classes_", ()))
 
+    @property
+    def probabilities(self) -> bool:
+        """A classifier that gives probabilities: batch scoring writes ``probability_<class>``."""
+        return self.task is not Task.regression and hasattr(self.model, "predict_proba")
+
 
 def load_model(uri: str) -> LoadedModel:
     """Download a model into a temporary folder (nothing is written beside the artifacts),
@@ -137,6 +143,13 @@ def load_model(uri: str) -> LoadedModel:
     MLmodel declares trusted types beyond ``TRUSTED_TYPES`` (that list is part of the
     artifact, so it proves nothing by itself).
     """
+    return load_model_payload(uri)[0]
+
+
+def load_model_payload(uri: str) -> tuple[LoadedModel, bytes]:
+    """``load_model``, plus the verified skops bytes it was loaded from: what a Spark job
+    ships to its executors, which rebuild the Pipeline with ``flavor.load_skops`` (the same
+    allowlist) and never download the model themselves."""
     from mlflow.models import Model
 
     with tempfile.TemporaryDirectory(prefix="mlcycle-model-") as tmp:
@@ -145,7 +158,11 @@ def load_model(uri: str) -> LoadedModel:
             meta = Model.load(local)
         except (MlflowException, OSError) as exc:
             raise ModelLoadError(f"cannot load model {uri}: {first_line(exc)}") from None
-        model, contract = _read(local, meta, uri)
+        payload, contract = _read(local, meta, uri)
+    try:
+        model = load_skops(payload)
+    except Exception as exc:  # skops' UntrustedTypesFoundException, a corrupt file, ...
+        raise ModelLoadError(f"cannot load model {uri} with skops: {first_line(exc)}") from None
     md = meta.metadata or {}
     if contract is not None:
         inputs = [(c["name"], c["type"], True) for c in contract["inputs"]]
@@ -155,7 +172,7 @@ def load_model(uri: str) -> LoadedModel:
         inputs = []
     task = Task(md["task"]) if md.get("task") in Task._value2member_map_ else None
     name, number = (version.name, str(version.version)) if version is not None else _registered(uri)
-    return LoadedModel(model, uri, task, md.get("target"), inputs, name, number)
+    return LoadedModel(model, uri, task, md.get("target"), inputs, name, number), payload
 
 
 def fetch(uri: str, dst: Path) -> tuple[Path, ModelVersion | None]:
@@ -179,8 +196,8 @@ def fetch(uri: str, dst: Path) -> tuple[Path, ModelVersion | None]:
     return local, version
 
 
-def _read(local: Path, meta, uri: str) -> tuple[object, dict | None]:
-    """The Pipeline (and, for mlcycle pyfunc models, the input contract) from a verified folder."""
+def _read(local: Path, meta, uri: str) -> tuple[bytes, dict | None]:
+    """The skops payload (and, for mlcycle pyfunc models, the input contract) from a verified folder."""
     pyfunc = meta.flavors.get("python_function", {})
     if pyfunc.get("loader_module") == flavor.__name__:  # never the file's own list of trusted types
         data = local / pyfunc["data"]
@@ -195,10 +212,7 @@ def _read(local: Path, meta, uri: str) -> tuple[object, dict | None]:
         payload, contract = (local / sklearn["pickled_model"]).read_bytes(), None
     else:
         raise ModelLoadError(f"model {uri} is not an mlcycle model (flavors: {', '.join(meta.flavors)})")
-    try:
-        return load_skops(payload), contract
-    except Exception as exc:  # skops' UntrustedTypesFoundException, a corrupt file, ...
-        raise ModelLoadError(f"cannot load model {uri} with skops: {first_line(exc)}") from None
+    return payload, contract
 
 
 def _version(uri: str) -> ModelVersion | None:
