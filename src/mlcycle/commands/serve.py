@@ -4,7 +4,7 @@ The model's files are downloaded into a temporary folder and checked against the
 recorded when the version was registered (a changed, added or missing file refuses to
 serve, before any of its code can run); MLflow's scoring server then serves that verified
 copy, on 127.0.0.1 only, on a port that leaves ``make ui``'s 5000 free. Plain
-``mlflow models serve -m models:/...`` verifies nothing (README, "Serving").
+``mlflow models serve -m models:/...`` verifies nothing (docs/guide.md, "Serving").
 """
 
 from __future__ import annotations
