@@ -178,7 +178,9 @@ def explain(error: BaseException) -> tuple[int, str]:
 
     where = _where(error)
     if isinstance(error, MlcycleError):
-        return error.exit_code, f"error: {where}{mask_text(str(error))}"
+        # a monitor's triggered retrain that failed: the verdict stands, the action failed (1)
+        code = 1 if "retrain" in getattr(error, "__notes__", []) else error.exit_code
+        return code, f"error: {where}{mask_text(str(error))}"
     if isinstance(error, PipelineTerminated):
         return 128 + signal.SIGTERM, f"error: {where}{error}; the open runs were ended KILLED"
     if isinstance(error, KeyboardInterrupt):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mlcycle.config.schema import DataConfig, Source, SplitConfig, Task
-from mlcycle.core import data
+from mlcycle.core import data, tables
 from mlcycle.errors import DataError
 
 
@@ -91,43 +91,43 @@ def test_rare_class_and_unknown_drop_column_are_rejected():
 
 def test_read_table_errors_name_the_file(tmp_path):
     with pytest.raises(DataError, match="data file not found: .*missing.csv"):
-        data.read_table(tmp_path / "missing.csv")
+        tables.read_table(tmp_path / "missing.csv")
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     with pytest.raises(DataError, match="data file is empty: .*empty.csv"):
-        data.read_table(empty)
+        tables.read_table(empty)
     garbage = tmp_path / "garbage.csv"
     garbage.write_bytes(bytes(range(256)) * 20)
     with pytest.raises(DataError, match="cannot read .*garbage.csv"):
-        data.read_table(garbage)
+        tables.read_table(garbage)
     bad_parquet = tmp_path / "bad.parquet"
     bad_parquet.write_text("not parquet")
     with pytest.raises(DataError, match="cannot read .*bad.parquet"):
-        data.read_table(bad_parquet)
+        tables.read_table(bad_parquet)
     with pytest.raises(DataError, match="unsupported data file type '.xlsx'"):
         (tmp_path / "a.xlsx").write_text("x")
-        data.read_table(tmp_path / "a.xlsx")
+        tables.read_table(tmp_path / "a.xlsx")
 
 
 def test_csv_and_parquet_round_trip(tmp_path):
     df = frame()
     df.to_csv(tmp_path / "a.csv", index=False)
     df.to_parquet(tmp_path / "a.parquet", index=False)
-    assert data.read_table(tmp_path / "a.csv").shape == df.shape
-    assert data.read_table(tmp_path / "a.parquet").shape == df.shape
+    assert tables.read_table(tmp_path / "a.csv").shape == df.shape
+    assert tables.read_table(tmp_path / "a.parquet").shape == df.shape
 
 
 def test_duplicate_column_names_are_refused_naming_them_and_the_file(tmp_path):
     header = "x,label,x,w,w,w,x.1\n"  # pandas would read x, label, x.1, w, w.1, w.2, x.1.1
     (tmp_path / "dup.csv").write_text(header + "1,a,2,3,4,5,6\n")
     with pytest.raises(DataError, match=r"dup.csv: duplicate column name\(s\) 'x' \(2 times\), 'w' \(3 times\);"):
-        data.read_table(tmp_path / "dup.csv")
+        tables.read_table(tmp_path / "dup.csv")
     (tmp_path / "dup.tsv").write_text("x\tx\n1\t2\n")
     with pytest.raises(DataError, match=r"dup.tsv: duplicate column name\(s\) 'x' \(2 times\)"):
-        data.read_table(tmp_path / "dup.tsv")
+        tables.read_table(tmp_path / "dup.tsv")
     # a column really named x.1 next to x is fine, and so is a file whose names are unique
     (tmp_path / "ok.csv").write_text('x,x.1,"a,b",label\n1,2,3,a\n')
-    assert list(data.read_table(tmp_path / "ok.csv").columns) == ["x", "x.1", "a,b", "label"]
+    assert list(tables.read_table(tmp_path / "ok.csv").columns) == ["x", "x.1", "a,b", "label"]
     # Parquet can hold repeated names (pyarrow writes them; pandas cannot read them back)
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -135,7 +135,7 @@ def test_duplicate_column_names_are_refused_naming_them_and_the_file(tmp_path):
     table = pa.table([pa.array([1, 2]), pa.array([3, 4]), pa.array(["a", "b"])], names=["x", "x", "label"])
     pq.write_table(table, tmp_path / "dup.parquet")
     with pytest.raises(DataError, match=r"dup.parquet: duplicate column name\(s\) 'x' \(2 times\)"):
-        data.read_table(tmp_path / "dup.parquet")
+        tables.read_table(tmp_path / "dup.parquet")
 
 
 def test_an_entirely_empty_target_is_named_as_the_target():

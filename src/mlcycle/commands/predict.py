@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
                         help="a Spark setting for --engine spark, e.g. spark.driver.memory=2g (repeatable)")
     args = _common.parse(parser, argv)
     from mlcycle.config.load import compose
-    from mlcycle.core import data, threads
+    from mlcycle.core import tables, threads
     from mlcycle.errors import DataError
     from mlcycle.tracking import hygiene, ui
     from mlcycle.tracking.model_io import MODEL_URI_TAG
@@ -62,8 +62,8 @@ def main(argv: list[str]) -> int:
     cfg = compose(args.overrides)
     _, uri = _common.connect(cfg)
     model_uri = args.model_uri or f"models:/{cfg.registry.model_name}@{cfg.registry.champion_alias}"
-    source = data.resolve_path(args.input)
-    output = data.resolve_path(args.output)
+    source = tables.resolve_path(args.input)
+    output = tables.resolve_path(args.output)
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise DataError(f"--output must end in .csv or .parquet, got {output}")
     if spark_options and output.suffix.lower() == ".csv":
@@ -91,14 +91,14 @@ def score_file(run, model_uri: str, source: Path, output: Path, on_bad_rows: str
                spark_options: tuple[str, dict] | None = None) -> str:
     """Read, check, score, write; log counts, dataset and rejected rows on ``run``. With
     ``spark_options`` (master, settings) Spark reads and scores the file (``mlcycle.spark``)."""
-    from mlcycle.core import data
+    from mlcycle.core import tables
     from mlcycle.core.scoring import InputColumn, check_input, scored_rows
     from mlcycle.errors import DataError
     from mlcycle.tracking.artifacts import log_input_file
     from mlcycle.tracking.model_io import load_model, load_model_payload
 
-    kind = data.table_format(source)
-    frame = None if spark_options else data.read_table(source)
+    kind = tables.table_format(source)
+    frame = None if spark_options else tables.read_table(source)
     loaded, payload = load_model_payload(model_uri) if spark_options else (load_model(model_uri), None)
     if loaded.name:
         run.log.set_tags({"mlcycle.model_name": loaded.name, "mlcycle.model_version": loaded.version})

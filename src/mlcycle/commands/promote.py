@@ -79,13 +79,13 @@ def test_split_uri(client, name: str, version: str) -> str:
 
 
 def _evaluation_frame(client, name, version, loaded, data_path):
-    from mlcycle.core import data
+    from mlcycle.core import tables
     from mlcycle.errors import DataError
     from mlcycle.tracking.artifacts import read_frame
     from mlcycle.tracking.registry import RegistryError
 
     if data_path:
-        frame, source = data.read_table(data.resolve_path(data_path)), data_path
+        frame, source = tables.read_table(tables.resolve_path(data_path)), data_path
     else:
         uri = test_split_uri(client, name, version)
         try:

@@ -100,7 +100,7 @@ class Precheck(Callback):
 
         from mlcycle.config.load import typed
         from mlcycle.config.schema import Source
-        from mlcycle.core.data import resolve_path
+        from mlcycle.core.tables import resolve_path
         from mlcycle.errors import DataError
         from mlcycle.tracking.remote import check_tracking_store, resolve_tracking_uri
 

@@ -22,8 +22,9 @@ from mlcycle.config.load import flatten
 from mlcycle.config.monitor import MonitorAppConfig, MonitorConfig
 from mlcycle.config.schema import Task
 from mlcycle.core import drift
-from mlcycle.core.data import CATEGORICAL, NUMERIC, digest, read_table, resolve_path
+from mlcycle.core.data import CATEGORICAL, NUMERIC, digest
 from mlcycle.core.evaluation import compute_metrics, greater_is_better, predict_all, primary_metric
+from mlcycle.core.tables import read_table, resolve_path
 from mlcycle.errors import ConfigError
 from mlcycle.monitoring import page, reference
 from mlcycle.monitoring.retrain import (

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlcycle.config.schema import Config, Source
-from mlcycle.core import data
+from mlcycle.core import data, tables
 from mlcycle.stages.base import CACHE_DIR, Stage, State, read_frame, read_json, write_json
 from mlcycle.tracking.artifacts import log_artifact_dict, log_frames, log_splits
 from mlcycle.tracking.lineage import DATA_DIGEST_TAG, DATA_SOURCE_TAG
@@ -49,7 +49,7 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
 def inputs(cfg: Config) -> dict[str, str]:
     """A data file can change in place: its content is part of the fingerprint."""
     if cfg.data.source is Source.file:  # OSError when missing: the stage itself reports it
-        return {"data_file": data.file_digest(data.resolve_path(cfg.data.path or ""))}
+        return {"data_file": tables.file_digest(tables.resolve_path(cfg.data.path or ""))}
     return {}
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import mlflow
 
-from mlcycle.core.data import digest, file_digest
+from mlcycle.core.data import digest
+from mlcycle.core.tables import file_digest
 
 
 def log_artifact_files(paths: list[Path], folder: str) -> None:
