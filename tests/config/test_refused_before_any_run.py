@@ -120,3 +120,18 @@ def test_aliases_follow_mlflow_s_own_rule(alias):
 def test_the_monitor_refuses_a_model_name_mlflow_would_refuse():
     with pytest.raises(ConfigError, match=r"monitor.model_name must be a registered model name.*got '\.\./x'"):
         compose_config(["monitor.model_name=../x"], config_name="monitor")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.threshold.cost_fp=-1", "model.threshold.cost_fp must be positive, got -1"),
+        ("model.threshold.cost_fn=0", "model.threshold.cost_fn must be positive, got 0"),
+        ("model.threshold.objective=recall", "Error merging override model.threshold.objective=recall: Invalid value 'recall', expected one of [f1, cost, none]"),
+    ],
+)
+def test_a_bad_threshold_setting_is_one_line_before_any_run(override, message):
+    with pytest.raises(ConfigError) as raised:
+        compose([override])
+    assert str(raised.value).startswith(message), str(raised.value)
+    assert "\n" not in str(raised.value)

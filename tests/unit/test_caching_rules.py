@@ -51,6 +51,8 @@ def base_fps():
         ("evaluate.primary_metric=pr_auc", "tune"),
         ("model.classifier.search_space.learning_rate.high=0.5", "tune"),
         ("model=random_forest", "tune"),
+        ("model.threshold.objective=none", "train"),  # chosen after tuning: no new study
+        ("model.threshold.cost_fn=5", "train"),
         ("tune.n_trials=7", "tune"),
         ("tune.cv_folds=5", "tune"),
         ("features.scale_numeric=false", "features"),

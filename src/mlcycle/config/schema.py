@@ -94,6 +94,12 @@ class TrialWriterKind(StrEnum):
     process = "process"  # a forked process: its HTTP work never holds the trials' GIL
 
 
+class ThresholdObjective(StrEnum):
+    f1 = "f1"  # the threshold with the best F1 of the positive class on the validation rows
+    cost = "cost"  # the lowest cost_fp * false positives + cost_fn * false negatives
+    none = "none"  # the estimator's own rule (0.5 for probabilities)
+
+
 class ChampionError(StrEnum):
     fail = "fail"  # the gate fails with the reason; the champion stays
     promote = "promote"  # treat it as if there were no champion (thresholds still apply)
@@ -192,12 +198,26 @@ class EstimatorSpec:
 
 
 @dataclass
+class ThresholdConfig(Checked):
+    """The decision threshold of a binary classifier (core/threshold.py): chosen on the
+    validation rows for ``objective``, carried inside the registered Pipeline."""
+
+    KEY = "model.threshold"
+    RULES = {"cost_fp": positive(), "cost_fn": positive()}
+
+    objective: ThresholdObjective = ThresholdObjective.f1
+    cost_fp: float = 1.0  # objective=cost: what one false positive costs ...
+    cost_fn: float = 1.0  # ... and one false negative (only their ratio matters)
+
+
+@dataclass
 class ModelConfig(Checked):
     KEY = "model"
 
     name: str = "???"
     classifier: EstimatorSpec = field(default_factory=EstimatorSpec)
     regressor: EstimatorSpec = field(default_factory=EstimatorSpec)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
 
     def check(self) -> None:
         for role in ("classifier", "regressor"):

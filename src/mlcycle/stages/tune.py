@@ -92,5 +92,6 @@ def load(state: State, cfg: Config, files: Path) -> State:
                    preprocessor=clone(state.preprocessor))
 
 
-STAGE = Stage("tune", ("model", "tune", "evaluate.primary_metric", "data.time_column", "seed"), run, save, load,
-              precheck=precheck)
+# model.threshold is not read: it is chosen after tuning (stages/train.py)
+READS = ("model.name", "model.classifier", "model.regressor", "tune", "evaluate.primary_metric", "data.time_column", "seed")
+STAGE = Stage("tune", READS, run, save, load, precheck=precheck)
