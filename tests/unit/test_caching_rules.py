@@ -125,6 +125,12 @@ def test_a_resolved_config_round_trips_and_unknown_keys_are_named():
     del resolved["cache"]  # from an older mlcycle: defaults fill in
     assert from_resolved(resolved).cache.enabled is True
 
+    # ... except the decision threshold: a model trained before it existed labelled at 0.5,
+    # so reproducing or retraining it does too
+    del resolved["model"]["threshold"]
+    assert from_resolved(resolved).model.threshold.objective == "none"
+    assert compose().model.threshold.objective == "f1"
+
 
 def parquet_round_trip(frame: pd.DataFrame) -> pd.DataFrame:
     buffer = io.BytesIO()

@@ -199,6 +199,10 @@ def from_resolved(resolved: dict[str, Any], overrides: list[str] | None = None) 
     from omegaconf.errors import OmegaConfBaseException
 
     register_configs()
+    model = resolved.get("model")
+    if isinstance(model, dict) and "threshold" not in model:
+        # written before model.threshold existed: those models labelled at the estimator's own rule
+        resolved = {**resolved, "model": {**model, "threshold": {"objective": "none"}}}
     try:
         merged = OmegaConf.merge(
             OmegaConf.structured(Config), OmegaConf.create(resolved), OmegaConf.from_dotlist(list(overrides or []))
