@@ -154,6 +154,9 @@ def refuse_unknown_keys(cfg: Any, prefix: str = "") -> None:
 
     schema = OmegaConf.get_type(cfg)
     if not is_dataclass(schema):
+        for key, value in cfg.items_ex(resolve=False):  # a dict of schemas (model.families)
+            if isinstance(value, DictConfig) and is_dataclass(OmegaConf.get_type(value)):
+                refuse_unknown_keys(value, f"{prefix}{key}.")
         return
     known = [f.name for f in fields(schema)]
     for key, value in cfg.items_ex(resolve=False):

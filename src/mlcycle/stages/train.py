@@ -1,4 +1,5 @@
-"""train: refit the best configuration on train + validation as ONE sklearn Pipeline.
+"""train: refit the best configuration (of the best family, for model=auto) on train +
+validation as ONE sklearn Pipeline.
 
 A binary classifier first gets its decision threshold (``model.threshold``, core/threshold.py):
 the configuration fitted on the training rows, the threshold chosen on the validation rows,
@@ -18,7 +19,7 @@ from sklearn.base import clone
 
 from mlcycle.config.schema import Config
 from mlcycle.core import threshold as thresholds
-from mlcycle.core.modeling import build_estimator, estimator_spec, full_pipeline
+from mlcycle.core.modeling import build_estimator, configuration, families, full_pipeline
 from mlcycle.stages.base import CACHE_DIR, Stage, State
 from mlcycle.tracking.flavor import load_skops
 from mlcycle.tracking.runs import ActiveRun
@@ -26,10 +27,10 @@ from mlcycle.tracking.runs import ActiveRun
 
 def run(state: State, cfg: Config, run: ActiveRun) -> State:
     schema = state.schema
-    spec = estimator_spec(cfg.model, schema.task)
+    family, spec, params = configuration(families(cfg.model, schema.task), state.best_params)
     features, target = list(schema.features), schema.target
     fit_rows = pd.concat([state.train, state.validation], ignore_index=True)
-    estimator = build_estimator(spec, state.best_params, cfg.seed)
+    estimator = build_estimator(spec, params, cfg.seed)
     chosen, logged = None, {}
     if thresholds.applies(cfg.model.threshold, schema.task):
         started = time.perf_counter()
@@ -46,8 +47,8 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     fit_seconds = time.perf_counter() - started
 
     objective = cfg.model.threshold.objective.value if chosen else "none"
-    run.log.log_params({"estimator": spec.estimator, "pipeline_steps": [name for name, _ in model.steps],
-                        "threshold_objective": objective, **state.best_params})
+    run.log.log_params({"estimator": spec.estimator, "family": family, "pipeline_steps": [name for name, _ in model.steps],
+                        "threshold_objective": objective, **params})
     run.log.log_metrics({"rows_fit": len(fit_rows), "fit_seconds": fit_seconds, **logged})
     return replace(state, model=model)
 

@@ -76,7 +76,9 @@ def study_figures(study: optuna.Study, seed: int, metric: str = "score") -> tupl
         [t.number for t in complete], [t.value for t in complete], [True] * len(complete), metric, greater
     )
     names = list(dict.fromkeys(p for t in complete for p in t.params))
-    varying = [p for p in names if len({repr(t.params.get(p)) for t in complete if p in t.params}) > 1]
+    # fANOVA needs each parameter in every trial: a search over families (model=auto) rates
+    # the family and what all families share
+    varying = [p for p in names if all(p in t.params for t in complete) and len({repr(t.params[p]) for t in complete}) > 1]
     if len(complete) >= 2 and varying:
         try:
             with warnings.catch_warnings():
