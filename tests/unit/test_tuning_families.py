@@ -49,6 +49,9 @@ def test_each_family_is_tried_first_then_its_own_parameters_are_drawn():
     assert set(params) == set(spec.search_space)
     build_estimator(spec, params, 0)  # the estimator takes them as they are
 
+    _, importances = tuning.study_figures(result.study, 0)  # no trial holds every family's parameters
+    assert "family" in importances
+
     per_family = tuning.best_by_family(result.study, FAMILIES)
     assert sum(f["trials"] for f in per_family.values()) == 9
     assert max(f["best"] for f in per_family.values()) == result.best_value

@@ -76,15 +76,17 @@ def study_figures(study: optuna.Study, seed: int, metric: str = "score") -> tupl
         [t.number for t in complete], [t.value for t in complete], [True] * len(complete), metric, greater
     )
     names = list(dict.fromkeys(p for t in complete for p in t.params))
-    # fANOVA needs each parameter in every trial: a search over families (model=auto) rates
-    # the family and what all families share
-    varying = [p for p in names if all(p in t.params for t in complete) and len({repr(t.params[p]) for t in complete}) > 1]
-    if len(complete) >= 2 and varying:
+    varying = [p for p in names if len({repr(t.params.get(p)) for t in complete if p in t.params}) > 1]
+    # fANOVA rates the trials holding every parameter asked for: in a search over families
+    # (model=auto) none holds them all, so then the family and what every trial has
+    shared = [p for p in varying if all(p in t.params for t in complete)]
+    for params in [p for p in (varying, shared) if p] if len(complete) >= 2 else []:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-                importances = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varying)
+                importances = optuna.importance.get_param_importances(study, evaluator=evaluator, params=params)
+            break
         except (RuntimeError, ValueError):
             importances = {}
     if importances:
