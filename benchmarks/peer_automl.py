@@ -14,6 +14,7 @@ subprocess that reads the splits from Parquet and writes its test predictions ba
     python3 -m venv .venv-flaml && .venv-flaml/bin/pip install 'flaml[automl]' pandas pyarrow
     .venv/bin/python benchmarks/peer_automl.py                          # all four data sets
     .venv/bin/python benchmarks/peer_automl.py --datasets breast_cancer --trials 10   # a quick check
+    .venv/bin/python benchmarks/peer_automl.py --auto "tune.pruner=median"           # a variant of auto
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--trials", type=int, default=20, help="mlcycle default's tune.n_trials (sets the budget)")
     parser.add_argument("--flaml-python", default=str(ROOT / ".venv-flaml" / "bin" / "python"))
     parser.add_argument("--n-jobs", type=int, default=os.cpu_count() or 1, help="FLAML's n_jobs (mlcycle: tune.n_jobs auto)")
+    parser.add_argument("--auto", default="", help="extra overrides for the model=auto runs, space-separated")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     if not Path(args.flaml_python).exists():
@@ -114,10 +116,17 @@ def mlcycle_run(overrides: list[str]) -> tuple[object, dict]:
 
 
 def scores(task, y, y_pred, proba, classes) -> dict[str, float]:
+    """R² for regression; ROC AUC and the accuracy of the most probable class otherwise (the
+    same rule for every system: mlcycle's own labels follow its decision threshold, chosen
+    for F1, which trades accuracy for recall)."""
+    import numpy as np
+
     from mlcycle.core.evaluation import compute_metrics
 
-    m = compute_metrics(task, y, y_pred, proba, classes)
-    return {"r2": m["r2"]} if task.value == "regression" else {"roc_auc": m["roc_auc"], "accuracy": m["accuracy"]}
+    if task.value == "regression":
+        return {"r2": compute_metrics(task, y, y_pred)["r2"]}
+    m = compute_metrics(task, y, np.asarray(classes)[np.argmax(proba, axis=1)], proba, classes)
+    return {"roc_auc": m["roc_auc"], "accuracy": m["accuracy"]}
 
 
 def compare(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
@@ -133,7 +142,8 @@ def compare(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
     rows = [{"data": name, "rows": len(state.data.frame), "system": "mlcycle default", "budget": budget, **default,
              **scores(schema.task, y, state.model.predict(X), proba, schema.classes)}]
 
-    auto_state, auto = mlcycle_run([*data, "model=auto", "tune.n_trials=100000", f"tune.timeout={budget}"])
+    auto_state, auto = mlcycle_run([*data, "model=auto", "tune.n_trials=100000", f"tune.timeout={budget}",
+                                    *args.auto.split()])
     proba = auto_state.model.predict_proba(X) if schema.task.value != "regression" else None
     rows.append({"data": name, "rows": len(state.data.frame), "system": "mlcycle model=auto", "budget": budget, **auto,
                  **scores(schema.task, y, auto_state.model.predict(X), proba, schema.classes)})
