@@ -11,7 +11,7 @@ Metrics: ROC AUC (binary; macro one-vs-rest for multiclass) and accuracy, R² fo
 FLAML is never a dependency of mlcycle: it runs in its own virtual environment, a
 subprocess that reads the splits from Parquet and writes its test predictions back:
 
-    python3 -m venv .venv-flaml && .venv-flaml/bin/pip install 'flaml[automl]' pandas pyarrow
+    make flaml-venv      # .venv-flaml: flaml[automl] (FLAML 2.7, LightGBM, XGBoost), pandas, pyarrow
     .venv/bin/python benchmarks/peer_automl.py                          # all four data sets
     .venv/bin/python benchmarks/peer_automl.py --datasets breast_cancer --trials 10   # a quick check
     .venv/bin/python benchmarks/peer_automl.py --auto "tune.pruner=median"           # a variant of auto
