@@ -42,8 +42,10 @@ def test_auto_searches_the_shipped_families_with_their_own_spaces():
     cfg = compose(["model=auto"])
     assert list(cfg.model.families) == ["hist_gradient_boosting", "random_forest", "extra_trees", "logistic_regression"]
     assert not cfg.model.classifier.estimator and not cfg.model.regressor.estimator
-    alone = compose(["model=random_forest"]).model
-    assert cfg.model.families["random_forest"].classifier == alone.classifier  # the family's own file
+    alone = compose(["model=random_forest"]).model.classifier
+    family = cfg.model.families["random_forest"].classifier
+    assert family.search_space == alone.search_space and family.estimator == alone.estimator  # the family's own file
+    assert family.params == {**alone.params, "n_estimators": 60}  # cheaper forests in a search over families
     assert list(compose(["model=auto", "~model.families.extra_trees"]).model.families) == [
         "hist_gradient_boosting", "random_forest", "logistic_regression"]
 
