@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv run test test-postgres test-fast lint ui data clean server server-stop server-status db-upgrade airflow-check kfp-venv kfp-compile kfp-check spark-venv spark-check
+.PHONY: help venv run test test-postgres test-fast lint ui data clean server server-stop server-status db-upgrade airflow-check kfp-venv kfp-compile kfp-check spark-venv spark-check flaml-venv
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -73,6 +73,10 @@ spark-venv: ## .venv-spark for `mlcycle predict --engine spark`: pyspark + mlcyc
 
 spark-check: $(STAMP) spark-venv ## the Spark scoring tests, for real (local[2]): Spark against pandas, spark_udf
 	MLCYCLE_SPARK_VENV=$(CURDIR)/.venv-spark $(BIN)/python -m pytest -m spark $(ARGS)
+
+flaml-venv: ## .venv-flaml for benchmarks/peer_automl.py (FLAML is never a dependency of mlcycle)
+	test -x .venv-flaml/bin/python || $(PYTHON) -m venv .venv-flaml
+	.venv-flaml/bin/python -m pip install --quiet 'flaml[automl]' pandas pyarrow
 
 clean: ## remove run outputs (tracking store, artifacts, Hydra outputs); keeps .venv
 	rm -rf mlflow.db mlflow.db.registry-*.lock .mlcycle mlartifacts mlruns outputs multirun data/retrain

@@ -20,14 +20,14 @@ from _common import compose, limit_threads, median, prepare_state
 
 def objective_of(cfg, state):
     from mlcycle.core.evaluation import primary_metric
-    from mlcycle.core.modeling import cv_splitter, estimator_spec, prepare_folds
+    from mlcycle.core.modeling import cv_splitter, families, prepare_folds
     from mlcycle.core.tuning import Objective
 
     schema = state.schema
     metric = primary_metric(cfg.evaluate.primary_metric, schema.task)
     X, y = state.train[list(schema.features)], state.train[schema.target]
     folds = prepare_folds(state.preprocessor, X, y, cv_splitter(schema.task, cfg.tune.cv_folds, cfg.seed, False))
-    return Objective(estimator_spec(cfg.model, schema.task), tuple(folds), metric, schema.task, schema.classes, cfg.seed)
+    return Objective(families(cfg.model, schema.task), tuple(folds), metric, schema.task, schema.classes, cfg.seed)
 
 
 def main() -> None:

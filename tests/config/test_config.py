@@ -33,8 +33,21 @@ def test_every_option_composes(group):
 def test_models_combine_with_datasets(model, data):
     cfg = compose([f"model={model}", f"data={data}"])
     assert cfg.model.name == model
-    for spec in (cfg.model.classifier, cfg.model.regressor):
-        assert spec.estimator.startswith("sklearn.") and spec.search_space
+    for family in cfg.model.families.values() or [cfg.model]:  # model=auto: a search over families
+        for spec in (family.classifier, family.regressor):
+            assert spec.estimator.startswith("sklearn.") and spec.search_space
+
+
+def test_auto_searches_the_shipped_families_with_their_own_spaces():
+    cfg = compose(["model=auto"])
+    assert list(cfg.model.families) == ["hist_gradient_boosting", "random_forest", "extra_trees", "logistic_regression"]
+    assert not cfg.model.classifier.estimator and not cfg.model.regressor.estimator
+    alone = compose(["model=random_forest"]).model.classifier
+    family = cfg.model.families["random_forest"].classifier
+    assert family.search_space == alone.search_space and family.estimator == alone.estimator  # the family's own file
+    assert family.params == {**alone.params, "n_estimators": 60}  # cheaper forests in a search over families
+    assert list(compose(["model=auto", "~model.families.extra_trees"]).model.families) == [
+        "hist_gradient_boosting", "random_forest", "logistic_regression"]
 
 
 def test_defaults_and_paths_are_absolute():

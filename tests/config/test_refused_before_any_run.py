@@ -58,6 +58,10 @@ def test_open_dicts_still_take_new_keys():
          "model.classifier.search_space.depth: HistGradientBoostingClassifier has no parameter 'depth'"),
         (["model.regressor.estimator=sklearn.nope.Model"], "model.regressor.estimator: cannot import estimator class 'sklearn.nope.Model'"),
         (["model.classifier.estimator=pandas.DataFrame"], "model.classifier.estimator: pandas.DataFrame is not a scikit-learn estimator"),
+        (["model=auto", "model.families.random_forest.classifier.params.n_estimators=0"],
+         "model.families.random_forest.classifier.params: The 'n_estimators' parameter of RandomForestClassifier"),
+        (["model=auto", "+model.families.extra_trees.classifier.search_space.depth={type:int,low:1,high:3}"],
+         "model.families.extra_trees.classifier.search_space.depth: ExtraTreesClassifier has no parameter 'depth'"),
     ],
 )
 def test_estimator_parameters_are_checked_by_scikit_learn_before_any_run(overrides, message):
@@ -68,7 +72,7 @@ def test_estimator_parameters_are_checked_by_scikit_learn_before_any_run(overrid
     assert "\n" not in str(raised.value)
 
 
-@pytest.mark.parametrize("model", ["hist_gradient_boosting", "random_forest", "logistic_regression"])
+@pytest.mark.parametrize("model", ["hist_gradient_boosting", "random_forest", "extra_trees", "logistic_regression", "auto"])
 def test_the_shipped_models_pass_the_check(model):
     modeling.check_model(compose([f"model={model}"]).model)
 
@@ -120,3 +124,30 @@ def test_aliases_follow_mlflow_s_own_rule(alias):
 def test_the_monitor_refuses_a_model_name_mlflow_would_refuse():
     with pytest.raises(ConfigError, match=r"monitor.model_name must be a registered model name.*got '\.\./x'"):
         compose_config(["monitor.model_name=../x"], config_name="monitor")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.threshold.cost_fp=-1", "model.threshold.cost_fp must be positive, got -1"),
+        ("model.threshold.cost_fn=0", "model.threshold.cost_fn must be positive, got 0"),
+        ("model.classifier.estimator=", "model 'hist_gradient_boosting': model.classifier.estimator and model.regressor.estimator are required"),
+        ("model.threshold.objective=recall", "Error merging override model.threshold.objective=recall: Invalid value 'recall', expected one of [f1, cost, none]"),
+    ],
+)
+def test_a_bad_threshold_or_model_setting_is_one_line_before_any_run(override, message):
+    with pytest.raises(ConfigError) as raised:
+        compose([override])
+    assert str(raised.value).startswith(message), str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_typo_inside_a_family_of_auto_is_refused():
+    with pytest.raises(ConfigError, match=r"^unknown config key 'model.families.random_forest.typo'; known keys in "
+                                          r"model.families.random_forest: name,"):
+        compose(["model=auto", "+model.families.random_forest.typo=1"])
+
+
+def test_auto_with_an_estimator_of_its_own_is_refused():
+    with pytest.raises(ConfigError, match=r"^model 'auto': either model.families .* not both$"):
+        compose(["model=auto", "model.classifier.estimator=sklearn.tree.DecisionTreeClassifier"])

@@ -124,12 +124,17 @@ def test_numbers_in_the_report_equal_the_logged_metrics(full_run):
 
     evaluation = page.numbers["evaluation"]
     logged = {k: v for k, v in stages["evaluate"].data.metrics.items() if k.startswith("test_")}
-    assert len(logged) == len(CLASSIFICATION_METRICS)
+    # every metric at the decision threshold, and the label metrics at 0.5 beside them
+    assert len(logged) == len(CLASSIFICATION_METRICS) + 3
     for name, value in logged.items():
         shown, text = evaluation[name]
         assert shown == value, name
         assert text == f"{value:,.4f}", name
     assert set(logged) <= {k for k in evaluation if k.startswith("test_")}
+    threshold = stages["evaluate"].data.metrics["threshold"]
+    assert evaluation["threshold"][0] == threshold == stages["train"].data.metrics["threshold"]
+    assert page.numbers["training"]["threshold"][0] == threshold
+    assert {"test_precision_at_0.5", "test_recall_at_0.5", "test_f1_at_0.5"} <= set(evaluation)
 
     headline = page.numbers["header"]
     root_metrics = client.get_run(result.run_id).data.metrics

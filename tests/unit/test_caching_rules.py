@@ -51,6 +51,8 @@ def base_fps():
         ("evaluate.primary_metric=pr_auc", "tune"),
         ("model.classifier.search_space.learning_rate.high=0.5", "tune"),
         ("model=random_forest", "tune"),
+        ("model.threshold.objective=none", "train"),  # chosen after tuning: no new study
+        ("model.threshold.cost_fn=5", "train"),
         ("tune.n_trials=7", "tune"),
         ("tune.cv_folds=5", "tune"),
         ("features.scale_numeric=false", "features"),
@@ -122,6 +124,12 @@ def test_a_resolved_config_round_trips_and_unknown_keys_are_named():
     del resolved["tune"]["n_workers"]
     del resolved["cache"]  # from an older mlcycle: defaults fill in
     assert from_resolved(resolved).cache.enabled is True
+
+    # ... except the decision threshold: a model trained before it existed labelled at 0.5,
+    # so reproducing or retraining it does too
+    del resolved["model"]["threshold"]
+    assert from_resolved(resolved).model.threshold.objective == "none"
+    assert compose().model.threshold.objective == "f1"
 
 
 def parquet_round_trip(frame: pd.DataFrame) -> pd.DataFrame:

@@ -40,7 +40,7 @@ def small_objective(spec: EstimatorSpec = LOGREG, n_folds: int = 3) -> tuning.Ob
         Fold(X[parts != k].reset_index(drop=True), y[parts != k], X[parts == k].reset_index(drop=True), y[parts == k])
         for k in range(n_folds)
     )
-    return tuning.Objective(spec, folds, "roc_auc", Task.binary, (0, 1), seed=0)
+    return tuning.Objective({"logreg": spec}, folds, "roc_auc", Task.binary, (0, 1), seed=0)
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "random", "cmaes", "qmc"])
@@ -323,7 +323,7 @@ def test_a_worker_rebuilds_the_exact_folds_from_the_logged_description(tmp_path)
     preprocessor = build_preprocessor(schema, PreprocessConfig(), plan, derived, 5)
     local = prepare_folds(preprocessor, typed[list(schema.features)], typed[schema.target], cv_splitter(schema.task, 3, 5, False))
 
-    description = tuning.describe_objective(schema, plan, PreprocessConfig(), derived, LOGREG, "roc_auc", 3, 5, False)
+    description = tuning.describe_objective(schema, plan, PreprocessConfig(), derived, {"logreg": LOGREG}, "roc_auc", 3, 5, False)
     typed[[*schema.features, schema.target]].to_parquet(tmp_path / "train.parquet", index=False)
     import json
 

@@ -154,6 +154,9 @@ def refuse_unknown_keys(cfg: Any, prefix: str = "") -> None:
 
     schema = OmegaConf.get_type(cfg)
     if not is_dataclass(schema):
+        for key, value in cfg.items_ex(resolve=False):  # a dict of schemas (model.families)
+            if isinstance(value, DictConfig) and is_dataclass(OmegaConf.get_type(value)):
+                refuse_unknown_keys(value, f"{prefix}{key}.")
         return
     known = [f.name for f in fields(schema)]
     for key, value in cfg.items_ex(resolve=False):
@@ -199,6 +202,10 @@ def from_resolved(resolved: dict[str, Any], overrides: list[str] | None = None) 
     from omegaconf.errors import OmegaConfBaseException
 
     register_configs()
+    model = resolved.get("model")
+    if isinstance(model, dict) and "threshold" not in model:
+        # written before model.threshold existed: those models labelled at the estimator's own rule
+        resolved = {**resolved, "model": {**model, "threshold": {"objective": "none"}}}
     try:
         merged = OmegaConf.merge(
             OmegaConf.structured(Config), OmegaConf.create(resolved), OmegaConf.from_dotlist(list(overrides or []))

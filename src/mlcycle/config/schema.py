@@ -94,6 +94,12 @@ class TrialWriterKind(StrEnum):
     process = "process"  # a forked process: its HTTP work never holds the trials' GIL
 
 
+class ThresholdObjective(StrEnum):
+    f1 = "f1"  # the threshold with the best F1 of the positive class on the validation rows
+    cost = "cost"  # the lowest cost_fp * false positives + cost_fn * false negatives
+    none = "none"  # the estimator's own rule (0.5 for probabilities)
+
+
 class ChampionError(StrEnum):
     fail = "fail"  # the gate fails with the reason; the champion stays
     promote = "promote"  # treat it as if there were no champion (thresholds still apply)
@@ -185,21 +191,56 @@ SPACE_TYPES = ("float", "int", "categorical")
 
 @dataclass
 class EstimatorSpec:
-    estimator: str = "???"  # import path of a scikit-learn estimator class
+    estimator: str = ""  # import path of a scikit-learn estimator class (required but in model=auto)
     params: dict[str, Any] = field(default_factory=dict)
     # name -> {type: float|int|categorical, low, high, log, choices}
     search_space: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
+class ThresholdConfig(Checked):
+    """The decision threshold of a binary classifier (core/threshold.py): chosen on the
+    validation rows for ``objective``, carried inside the registered Pipeline."""
+
+    KEY = "model.threshold"
+    RULES = {"cost_fp": positive(), "cost_fn": positive()}
+
+    objective: ThresholdObjective = ThresholdObjective.f1
+    cost_fp: float = 1.0  # objective=cost: what one false positive costs ...
+    cost_fn: float = 1.0  # ... and one false negative (only their ratio matters)
+
+
+@dataclass
 class ModelConfig(Checked):
+    """One estimator family (``conf/model/<family>.yaml``: an estimator per task, its fixed
+    params and search space), or, with ``families``, a search over several (``model=auto``:
+    the tune stage's study picks the family first, then that family's parameters)."""
+
     KEY = "model"
 
     name: str = "???"
     classifier: EstimatorSpec = field(default_factory=EstimatorSpec)
     regressor: EstimatorSpec = field(default_factory=EstimatorSpec)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    # model=auto: family name -> that family's config (conf/model/auto.yaml includes the
+    # family files); their own threshold is not used, model.threshold is
+    families: dict[str, ModelConfig] = field(default_factory=dict)
 
     def check(self) -> None:
+        if placeholder(self.name):  # the schema's own default instance
+            return
+        estimators = [bool(getattr(self, role).estimator) for role in ("classifier", "regressor")]
+        if self.families:
+            self.require(
+                not any(estimators),
+                f"model {self.name!r}: either model.families (a search over families) or "
+                "model.classifier/regressor.estimator, not both",
+            )
+            nested = [name for name, family in self.families.items() if family.families]
+            self.require(not nested, f"model.families.{(nested or [''])[0]}: a family cannot hold families")
+            return
+        self.require(all(estimators), f"model {self.name!r}: model.classifier.estimator and "
+                                      "model.regressor.estimator are required (a scikit-learn estimator's import path)")
         for role in ("classifier", "regressor"):
             for pname, space in getattr(self, role).search_space.items():
                 kind = space.get("type") if isinstance(space, dict) else None

@@ -21,9 +21,35 @@ from mlcycle.core.evaluation import score
 from mlcycle.core.features import DerivedFeatures, FeaturePlan, build_encoder
 from mlcycle.errors import ConfigError, first_line
 
+FAMILY_PARAM = "family"  # model=auto: the trial parameter that picks the family
+
 
 def estimator_spec(model: ModelConfig, task: Task) -> EstimatorSpec:
     return model.regressor if task is Task.regression else model.classifier
+
+
+def families(model: ModelConfig, task: Task) -> dict[str, EstimatorSpec]:
+    """The estimator families a model searches, by name: its own (``model=random_forest``:
+    one), or ``model.families`` (``model=auto``)."""
+    if model.families:
+        return {name: estimator_spec(family, task) for name, family in model.families.items()}
+    return {model.name: estimator_spec(model, task)}
+
+
+def prefixed(family: str) -> str:
+    """How a family's parameters are named in a search over several families: each family
+    keeps its own distributions (``random_forest.max_depth``, ``extra_trees.max_depth``)."""
+    return f"{family}."
+
+
+def configuration(specs: dict[str, EstimatorSpec], params: dict[str, Any]) -> tuple[str, EstimatorSpec, dict[str, Any]]:
+    """A trial's (or the best) parameters as ``(family, its spec, the estimator's own params)``."""
+    if len(specs) == 1:
+        (name, spec), = specs.items()
+        return name, spec, dict(params)
+    name = params[FAMILY_PARAM]
+    prefix = prefixed(name)
+    return name, specs[name], {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
 def estimator_class(spec: EstimatorSpec) -> type:
@@ -46,10 +72,17 @@ def check_model(model: ModelConfig) -> None:
     """Refuse, before any run, an estimator setting the estimator itself would refuse when
     fitted: an unknown parameter name, or a value outside scikit-learn's declared constraints
     (``_parameter_constraints``), in ``params`` or at a bound or choice of the search space.
-    Raises ConfigError with one line naming the key."""
+    Raises ConfigError with one line naming the key (``model=auto``: each family's)."""
+    for name, family in model.families.items():
+        _check_family(family, f"model.families.{name}")
+    if not model.families:
+        _check_family(model, "model")
+
+
+def _check_family(model: ModelConfig, where: str) -> None:
     for role in ("classifier", "regressor"):
         spec: EstimatorSpec = getattr(model, role)
-        key = f"model.{role}"
+        key = f"{where}.{role}"
         try:
             cls = estimator_class(spec)
         except ValueError as exc:
@@ -58,12 +91,12 @@ def check_model(model: ModelConfig) -> None:
             raise ConfigError(f"{key}.estimator: {spec.estimator} is not a scikit-learn estimator")
         names = cls._get_param_names()
         fixed = dict(spec.params)
-        for where, values in (("params", fixed), ("search_space", spec.search_space)):
+        for part, values in (("params", fixed), ("search_space", spec.search_space)):
             for name in values:
                 if name not in names:
                     close = difflib.get_close_matches(name, names, n=1)
                     hint = f" (did you mean {close[0]!r}?)" if close else f"; it has: {', '.join(names)}"
-                    raise ConfigError(f"{key}.{where}.{name}: {cls.__name__} has no parameter {name!r}{hint}")
+                    raise ConfigError(f"{key}.{part}.{name}: {cls.__name__} has no parameter {name!r}{hint}")
         _validate(cls, fixed, f"{key}.params")
         for name, space in spec.search_space.items():
             if space.get("type") == "categorical":

@@ -189,7 +189,9 @@ def tuning_section(tree: RunTree) -> dict[str, Any]:
         "stage": stage.info(),
         "metric": metric,
         "direction": "higher is better" if greater else "lower is better",
-        "settings": {k: p[k] for k in ("sampler", "n_trials", "cv_folds", "estimator", "pruner", "n_jobs", "storage") if k in p},
+        "settings": {k: p[k] for k in ("sampler", "n_trials", "cv_folds", "estimator", "families", "pruner", "n_jobs",
+                                       "storage") if k in p},
+        "families": _families(p, m, greater),
         "counts": counts,
         "n_trial_runs": len(trials),
         "best_params": best_params,
@@ -212,17 +214,33 @@ def tuning_section(tree: RunTree) -> dict[str, Any]:
     }
 
 
+def _families(params: dict[str, str], metrics: dict[str, float], greater: bool) -> list[dict[str, Any]]:
+    """model=auto: one row per family searched (best CV score, finished trials), best first."""
+    names = literal(params.get("families"), [])
+    rows = [{"family": n, "best": metrics.get(f"best_cv_score_{n}"), "trials": metrics.get(f"family_trials_{n}"),
+             "chosen": n == params.get("best_family")} for n in names]
+    scored = sorted((r for r in rows if r["best"] is not None), key=lambda r: r["best"], reverse=greater)
+    return scored + [r for r in rows if r["best"] is None]
+
+
 def training_section(tree: RunTree) -> dict[str, Any]:
     stage = tree.stages["train"]
     p = dict(stage.params)
     steps = literal(p.pop("pipeline_steps", None), [])
     estimator = p.pop("estimator", None)
+    family = p.pop("family", None)
+    objective = p.pop("threshold_objective", None)
+    m = stage.metrics
     return {
         "stage": stage.info(),
         "estimator": estimator,
+        "family": family,
         "steps": steps,
         "params": dict(sorted(p.items())),
-        "counts": metric_table(stage.metrics, ["rows_fit", "fit_seconds"]),
+        "counts": metric_table(m, ["rows_fit", "fit_seconds"]),
+        "threshold": m.get("threshold"),
+        "threshold_objective": objective,
+        "threshold_metrics": metric_table(m, sorted(k for k in m if k.endswith("_at_threshold"))),
     }
 
 
@@ -232,10 +250,18 @@ def evaluation_section(tree: RunTree) -> dict[str, Any]:
     stage = tree.stages["evaluate"]
     m = stage.metrics
     order = [f"test_{k}" for k in (*CLASSIFICATION_METRICS, *REGRESSION_METRICS)]
-    keys = [k for k in order if k in m] + sorted(k for k in m if k.startswith("test_") and k not in order)
+    at_default = [f"test_{k}_at_0.5" for k in ("precision", "recall", "f1")]
+    keys = [k for k in order if k in m] + sorted(k for k in m if k.startswith("test_") and k not in order + at_default)
+    threshold = m.get("threshold")
     return {
         "stage": stage.info(),
         "metrics": metric_table(m, keys),
+        # label metrics at the Pipeline's decision threshold and at the estimator's default rule
+        "threshold": threshold,
+        "threshold_table": [
+            {"metric": k, "at_threshold": m.get(f"test_{k}"), "at_default": m.get(f"test_{k}_at_0.5")}
+            for k in ("precision", "recall", "f1")
+        ] if threshold is not None else [],
         "cv": metric_table(tree.root_metrics, sorted(k for k in tree.root_metrics if k.startswith("cv_"))),
         "rows_test": m.get("rows_test"),
         "plots": stage.pngs("plots") or stage.pngs(),

@@ -1,6 +1,10 @@
-"""train: refit the best configuration on train + validation as ONE sklearn Pipeline.
+"""train: refit the best configuration (of the best family, for model=auto) on train +
+validation as ONE sklearn Pipeline.
 
-Caches the fitted Pipeline (skops; restored through the one safe loader).
+A binary classifier first gets its decision threshold (``model.threshold``, core/threshold.py):
+the configuration fitted on the training rows, the threshold chosen on the validation rows,
+then the Pipeline refitted on both with that threshold as its ``model`` step. Caches the
+fitted Pipeline (skops; restored through the one safe loader).
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 import skops.io
+from sklearn.base import clone
 
 from mlcycle.config.schema import Config
-from mlcycle.core.modeling import build_estimator, estimator_spec, full_pipeline
+from mlcycle.core import threshold as thresholds
+from mlcycle.core.modeling import build_estimator, configuration, families, full_pipeline
 from mlcycle.stages.base import CACHE_DIR, Stage, State
 from mlcycle.tracking.flavor import load_skops
 from mlcycle.tracking.runs import ActiveRun
@@ -21,16 +27,29 @@ from mlcycle.tracking.runs import ActiveRun
 
 def run(state: State, cfg: Config, run: ActiveRun) -> State:
     schema = state.schema
-    spec = estimator_spec(cfg.model, schema.task)
+    family, spec, params = configuration(families(cfg.model, schema.task), state.best_params)
+    features, target = list(schema.features), schema.target
     fit_rows = pd.concat([state.train, state.validation], ignore_index=True)
-    model = full_pipeline(state.preprocessor, build_estimator(spec, state.best_params, cfg.seed))
+    estimator = build_estimator(spec, params, cfg.seed)
+    chosen, logged = None, {}
+    if thresholds.applies(cfg.model.threshold, schema.task):
+        started = time.perf_counter()
+        on_train = full_pipeline(state.preprocessor, clone(estimator)).fit(state.train[features], state.train[target])
+        chosen = thresholds.choose(on_train, state.validation[features], state.validation[target],
+                                   cfg.model.threshold, schema.classes)
+        estimator = thresholds.at_threshold(estimator, chosen)
+        logged = {"threshold": chosen.value, f"val_{chosen.objective}_at_threshold": chosen.score,
+                  "threshold_seconds": time.perf_counter() - started}
+    model = full_pipeline(state.preprocessor, estimator)
 
     started = time.perf_counter()
-    model.fit(fit_rows[list(schema.features)], fit_rows[schema.target])
+    model.fit(fit_rows[features], fit_rows[target])
     fit_seconds = time.perf_counter() - started
 
-    run.log.log_params({"estimator": spec.estimator, "pipeline_steps": [name for name, _ in model.steps], **state.best_params})
-    run.log.log_metrics({"rows_fit": len(fit_rows), "fit_seconds": fit_seconds})
+    objective = cfg.model.threshold.objective.value if chosen else "none"
+    run.log.log_params({"estimator": spec.estimator, "family": family, "pipeline_steps": [name for name, _ in model.steps],
+                        "threshold_objective": objective, **params})
+    run.log.log_metrics({"rows_fit": len(fit_rows), "fit_seconds": fit_seconds, **logged})
     return replace(state, model=model)
 
 

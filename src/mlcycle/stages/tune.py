@@ -18,7 +18,7 @@ from mlcycle.config.schema import Config
 from mlcycle.core import tuning
 from mlcycle.core.evaluation import primary_metric
 from mlcycle.core.masking import mask_uri
-from mlcycle.core.modeling import check_model, estimator_spec, holdout_score
+from mlcycle.core.modeling import check_model, configuration, families, holdout_score
 from mlcycle.errors import ConfigError
 from mlcycle.stages.base import Stage, State, read_json, write_json
 from mlcycle.tracking import study
@@ -26,23 +26,25 @@ from mlcycle.tracking.artifacts import log_artifact_dict, log_figures
 from mlcycle.tracking.runs import STUDY_TAG, ActiveRun
 from mlcycle.tracking.trials import writer_kind
 
+FAMILY_BEST, FAMILY_TRIALS = "best_cv_score_", "family_trials_"  # + family name: model=auto's tune run
 LOGGED = ("sampler", "pruner", "n_trials", "cv_folds", "n_jobs", "parallel", "blas_threads")  # tune.* as params
 
 
 def run(state: State, cfg: Config, run: ActiveRun) -> State:
     schema, tune = state.schema, cfg.tune
     metric = primary_metric(cfg.evaluate.primary_metric, schema.task)
-    spec = estimator_spec(cfg.model, schema.task)
+    specs = families(cfg.model, schema.task)  # one, or model=auto's several
     # One recipe for the objective, here and on any machine that joins the study.
     description = tuning.describe_objective(schema, state.plan, cfg.preprocess, dict(cfg.data.derived_features),
-                                            spec, metric, tune.cv_folds, cfg.seed, bool(cfg.data.time_column))
+                                            specs, metric, tune.cv_folds, cfg.seed, bool(cfg.data.time_column))
     rows = state.train[[*schema.features, schema.target]]
     started = time.perf_counter()
     objective = tuning.objective_from_description(description, rows)  # folds prepared once, up front
     folds_seconds = time.perf_counter() - started
-    search = tuning.search_for(cfg, spec, metric, state.data_digest)
+    search = tuning.search_for(cfg, specs, metric, state.data_digest)
     run.log.set_tags({STUDY_TAG: search.study_name})
-    run.log.log_params({"metric": metric, "study_name": search.study_name, "estimator": spec.estimator,
+    estimators = {"families": list(specs)} if len(specs) > 1 else {"estimator": next(iter(specs.values())).estimator}
+    run.log.log_params({"metric": metric, "study_name": search.study_name, **estimators,
                         "storage": mask_uri(tune.storage) if tune.storage else "memory",
                         **{k: getattr(tune, k) for k in LOGGED}, "n_jobs": tune.n_jobs or "auto",
                         "threads_per_fit": cfg.threads_per_fit or "default"})
@@ -54,13 +56,13 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
                            threads_per_fit=cfg.threads_per_fit)
     best = done.result
     # sanity check against the held-out validation rows: the best configuration fitted on train only
-    val_score = holdout_score(state.preprocessor, spec, best.best_params, cfg.seed, state.train, state.validation,
-                              schema, metric)
-    run.log.log_params({"trial_writer": done.writer, "n_jobs_used": best.n_jobs,
+    family, spec, params = configuration(specs, best.best_params)
+    val_score = holdout_score(state.preprocessor, spec, params, cfg.seed, state.train, state.validation, schema, metric)
+    run.log.log_params({"trial_writer": done.writer, "n_jobs_used": best.n_jobs, "best_family": family,
                         **{f"best.{k}": v for k, v in best.best_params.items()}})
     run.log.set_tags({"mlcycle.best_trial": best.best_number})
     run.log.log_metrics({f"best_cv_{metric}": best.best_value, f"val_{metric}": val_score,
-                         "folds_prepare_seconds": folds_seconds, **done.metrics()})
+                         "folds_prepare_seconds": folds_seconds, **done.metrics(), **per_family(best.study, specs)})
     if tune.plots:
         figures, importances = tuning.study_figures(best.study, cfg.seed, metric)
         log_figures(figures, "plots")
@@ -68,6 +70,19 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
             log_artifact_dict(importances, "param_importances.json")
     return replace(state, metric=metric, best_params=best.best_params, cv_score=best.best_value,
                    preprocessor=clone(state.preprocessor))
+
+
+def per_family(study_, specs: dict) -> dict[str, float]:
+    """model=auto: each family's best CV score and finished trials (families with no
+    complete trial have no score)."""
+    if len(specs) == 1:
+        return {}
+    out: dict[str, float] = {}
+    for name, found in tuning.best_by_family(study_, specs).items():
+        out[f"{FAMILY_TRIALS}{name}"] = found["trials"]
+        if found["best"] is not None:
+            out[f"{FAMILY_BEST}{name}"] = found["best"]
+    return out
 
 
 def precheck(cfg: Config, tracking_uri: str) -> None:
@@ -92,5 +107,6 @@ def load(state: State, cfg: Config, files: Path) -> State:
                    preprocessor=clone(state.preprocessor))
 
 
-STAGE = Stage("tune", ("model", "tune", "evaluate.primary_metric", "data.time_column", "seed"), run, save, load,
-              precheck=precheck)
+# model.threshold is not read: it is chosen after tuning (stages/train.py)
+READS = ("model.name", "model.classifier", "model.regressor", "model.families", "tune", "evaluate.primary_metric", "data.time_column", "seed")
+STAGE = Stage("tune", READS, run, save, load, precheck=precheck)

@@ -48,6 +48,9 @@ TRUSTED_TYPES = sorted(
         "mlcycle.core.features.DateParts",
         "mlcycle.core.features.DerivedFeatures",
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        # the Pipeline's model step when it carries a decision threshold (core/threshold.py);
+        # skops trusts it by default today: named so it stays trusted whatever skops decides
+        "sklearn.model_selection._classification_threshold.FixedThresholdClassifier",
         "sklearn.model_selection._split.KFold",  # TargetEncoder's cross-fitting splitter
         "sklearn.model_selection._split.StratifiedKFold",
         "sklearn.tree._tree.Tree",

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}  # Optuna state -> run status
 TRIAL_NUMBER_TAG = "mlcycle.trial_number"
 TRIAL_STATE_TAG = "mlcycle.trial_state"
+TRIAL_FAMILY_TAG = "mlcycle.family"  # the estimator family the trial fitted (model=auto draws it)
 ARTIFACT_DIR = "tune"  # on the tune run: what a tune-worker rebuilds the objective from
 OBJECTIVE_FILE = "objective.json"
 TRAIN_FILE = "train.parquet"
@@ -103,6 +104,8 @@ def trial_record(result: TrialResult, metric: str) -> TrialRecord:
     tags = {TRIAL_NUMBER_TAG: str(result.number), TRIAL_STATE_TAG: result.state}
     if result.worker:
         tags["mlcycle.worker"] = result.worker
+    if result.family:
+        tags[TRIAL_FAMILY_TAG] = result.family
     if result.pruned_step is not None:
         tags["mlcycle.pruned_at_fold"] = str(result.pruned_step)
         metrics[f"partial_cv_{metric}"] = sum(result.fold_scores) / len(result.fold_scores)

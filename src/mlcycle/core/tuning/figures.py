@@ -77,12 +77,16 @@ def study_figures(study: optuna.Study, seed: int, metric: str = "score") -> tupl
     )
     names = list(dict.fromkeys(p for t in complete for p in t.params))
     varying = [p for p in names if len({repr(t.params.get(p)) for t in complete if p in t.params}) > 1]
-    if len(complete) >= 2 and varying:
+    # fANOVA rates the trials holding every parameter asked for: in a search over families
+    # (model=auto) none holds them all, so then the family and what every trial has
+    shared = [p for p in varying if all(p in t.params for t in complete)]
+    for params in [p for p in (varying, shared) if p] if len(complete) >= 2 else []:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-                importances = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varying)
+                importances = optuna.importance.get_param_importances(study, evaluator=evaluator, params=params)
+            break
         except (RuntimeError, ValueError):
             importances = {}
     if importances:

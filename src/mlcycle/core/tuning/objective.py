@@ -1,6 +1,7 @@
 """What a trial scores, and how another machine rebuilds it exactly. Pure: no mlflow.
 
-An ``Objective`` is an estimator spec on CV folds whose preprocessing is already fitted
+An ``Objective`` is the estimator families a trial may draw (one, or several for
+``model=auto``) on CV folds whose preprocessing is already fitted
 (``core.modeling.prepare_folds``). A ``mlcycle tune-worker`` elsewhere gets the training
 rows and ``describe``'s dict (the tune stage logs both) and rebuilds the same folds.
 """
@@ -20,9 +21,10 @@ from mlcycle.core.modeling import Fold, build_preprocessor, cv_splitter, prepare
 
 @dataclass(frozen=True)
 class Objective:
-    """What a trial scores: an estimator spec on prepared CV folds. Picklable."""
+    """What a trial scores: a configuration of one of ``families`` (name -> estimator spec)
+    on prepared CV folds. Picklable."""
 
-    spec: EstimatorSpec
+    families: dict[str, EstimatorSpec]
     folds: tuple[Fold, ...]
     metric: str
     task: Task
@@ -35,7 +37,8 @@ class Objective:
 
 
 def describe_objective(schema: Schema, plan: FeaturePlan, preprocess: PreprocessConfig, derived: dict,
-                       spec: EstimatorSpec, metric: str, cv_folds: int, seed: int, time_ordered: bool) -> dict[str, Any]:
+                       families: dict[str, EstimatorSpec], metric: str, cv_folds: int, seed: int,
+                       time_ordered: bool) -> dict[str, Any]:
     """Everything but the rows that another machine needs to rebuild the objective exactly:
     JSON-ready (the tune stage logs it next to the training rows)."""
     return {
@@ -43,7 +46,7 @@ def describe_objective(schema: Schema, plan: FeaturePlan, preprocess: Preprocess
         "plan": asdict(plan),
         "preprocess": as_dict(preprocess),
         "derived": dict(derived),
-        "spec": as_dict(spec),
+        "families": {name: as_dict(spec) for name, spec in families.items()},
         "metric": metric,
         "cv_folds": cv_folds,
         "seed": seed,
@@ -62,5 +65,6 @@ def objective_from_description(description: dict[str, Any], train) -> Objective:
     )
     splitter = cv_splitter(schema.task, int(description["cv_folds"]), seed, time_ordered=bool(description["time_ordered"]))
     folds = prepare_folds(preprocessor, train[list(schema.features)], train[schema.target], splitter)
-    spec = from_plain(EstimatorSpec, description["spec"])
-    return Objective(spec, tuple(folds), description["metric"], schema.task, schema.classes, seed)
+    described = description.get("families") or {"model": description["spec"]}  # "spec": before model=auto
+    specs = {name: from_plain(EstimatorSpec, spec) for name, spec in described.items()}
+    return Objective(specs, tuple(folds), description["metric"], schema.task, schema.classes, seed)

@@ -34,6 +34,7 @@ from mlcycle.config.schema import Config, EstimatorSpec, TuneConfig
 from mlcycle.core.liveness import owner_is_dead, owner_token
 from mlcycle.core.modeling import build_estimator, iter_fold_scores
 from mlcycle.core.tuning.objective import Objective
+from mlcycle.core.tuning.space import enqueue_each_family, suggest_configuration
 from mlcycle.core.tuning.storage import (
     LOCK_TIMEOUT,
     claim_lock,
@@ -93,6 +94,7 @@ class TrialResult:
     end_ms: int
     pruned_step: int | None = None  # pruned trials: how many folds were scored
     worker: str = ""
+    family: str = ""  # the estimator family the trial drew (model=auto) or the model's own
 
 
 @dataclass(frozen=True)
@@ -140,10 +142,10 @@ def study_name(prefix: str, definition: dict[str, Any]) -> str:
     return f"{prefix}-{hashlib.sha256(payload).hexdigest()[:12]}"
 
 
-def search_for(cfg: Config, spec: EstimatorSpec, metric: str, data_digest: str | None) -> Search:
+def search_for(cfg: Config, families: dict[str, EstimatorSpec], metric: str, data_digest: str | None) -> Search:
     """The pipeline's search. Unless ``tune.study_name`` names it, the study's name hashes
-    everything that decides a trial's score (data, preprocessing, features, estimator and
-    search space, metric, folds, seed), so a rerun of the same search resumes the same
+    everything that decides a trial's score (data, preprocessing, features, estimators and
+    search spaces, metric, folds, seed), so a rerun of the same search resumes the same
     study and a changed one starts a new study."""
     resolved = as_dict(cfg)
     definition = {
@@ -152,13 +154,22 @@ def search_for(cfg: Config, spec: EstimatorSpec, metric: str, data_digest: str |
         "data": {k: v for k, v in resolved["data"].items() if k != "name"},
         "preprocess": resolved["preprocess"],
         "features": resolved["features"],
-        "estimator": {"estimator": spec.estimator, "params": spec.params, "search_space": spec.search_space},
+        **_estimators(families),
         "metric": metric,
         "cv_folds": cfg.tune.cv_folds,
         "seed": cfg.seed,
     }
     name = cfg.tune.study_name or study_name(f"{cfg.mlflow.experiment_name}-{cfg.model.name}", definition)
     return Search(name, cfg.tune)
+
+
+def _estimators(families: dict[str, EstimatorSpec]) -> dict[str, Any]:
+    def of(spec: EstimatorSpec) -> dict[str, Any]:
+        return {"estimator": spec.estimator, "params": spec.params, "search_space": spec.search_space}
+
+    if len(families) == 1:  # as before model=auto: an existing study keeps its name
+        return {"estimator": of(next(iter(families.values())))}
+    return {"families": {name: of(spec) for name, spec in families.items()}}
 
 
 def load_study(search: Search, objective: Objective, *, worker_index: int = 0, create: bool = False) -> optuna.Study:
@@ -173,6 +184,7 @@ def load_study(search: Search, objective: Objective, *, worker_index: int = 0, c
             study_name=search.study_name, storage=storage, direction=objective.direction,
             sampler=sampler, pruner=pruner, load_if_exists=True,
         )
+        enqueue_each_family(study, objective.families)
     else:
         try:
             study = optuna.load_study(study_name=search.study_name, storage=storage, sampler=sampler, pruner=pruner)
@@ -187,22 +199,6 @@ def load_study(search: Search, objective: Objective, *, worker_index: int = 0, c
 
 
 # --------------------------------------------------------------------------- the trial loop
-def suggest(trial: optuna.Trial, search_space: dict[str, Any]) -> dict[str, Any]:
-    """Draw one value per search-space entry ({type, low, high, log, choices})."""
-    params: dict[str, Any] = {}
-    for name, space in search_space.items():
-        kind = space["type"]
-        if kind == "float":
-            params[name] = trial.suggest_float(name, float(space["low"]), float(space["high"]), log=bool(space.get("log", False)))
-        elif kind == "int":
-            params[name] = trial.suggest_int(name, int(space["low"]), int(space["high"]), log=bool(space.get("log", False)))
-        elif kind == "categorical":
-            params[name] = trial.suggest_categorical(name, list(space["choices"]))
-        else:
-            raise ValueError(f"search space {name!r}: unknown type {kind!r}")
-    return params
-
-
 def counts(study: optuna.Study) -> Counts:
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
@@ -298,6 +294,7 @@ def work(
     fold_scores: dict[int, list[float]] = {}
     errors: dict[int, str] = {}
     pruned_at: dict[int, int] = {}
+    drawn: dict[int, str] = {}  # trial -> family
 
     claim = (claim_lock(search) if shared else None) or NO_LOCK
 
@@ -310,8 +307,9 @@ def work(
         if persistent:
             trial.set_user_attr(OWNER_ATTR, token)
         try:
-            params = suggest(trial, objective.spec.search_space)
-            estimator = build_estimator(objective.spec, params, objective.seed)
+            family, params = suggest_configuration(trial, objective.families)
+            drawn[trial.number] = family
+            estimator = build_estimator(objective.families[family], params, objective.seed)
             scores = fold_scores.setdefault(trial.number, [])
             folds = list(objective.folds)
             for step, value in enumerate(iter_fold_scores(estimator, folds, objective.metric, objective.task, objective.classes)):
@@ -353,6 +351,7 @@ def work(
             end_ms=_ms(frozen.datetime_complete),
             pruned_step=pruned_at.pop(frozen.number, None),
             worker=token,
+            family=drawn.pop(frozen.number, ""),
         )
         started = time.perf_counter()
         on_trial(result)

@@ -1,0 +1,72 @@
+"""The search space of a trial: one family's parameters, or (``model=auto``) a family first
+and then that family's parameters. Pure: no mlflow, no hydra.
+
+A search over several families is ONE Optuna study with a conditional space: the
+categorical ``family`` parameter, then the chosen family's entries under
+``<family>.<name>`` (each family keeps its own distributions, so a sampler never mixes
+``random_forest.max_depth`` with ``extra_trees.max_depth``). Pruners compare the trials'
+reported fold scores whatever their family, so pruning works across families. A new study
+tries each family once first (enqueued trials), so no family is left out of a small budget.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from mlcycle.config.schema import EstimatorSpec
+from mlcycle.core.modeling import FAMILY_PARAM, prefixed
+
+
+def suggest(trial: optuna.Trial, search_space: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Draw one value per search-space entry ({type, low, high, log, choices}); the trial's
+    parameter names carry ``prefix``, the returned estimator parameters do not."""
+    params: dict[str, Any] = {}
+    for name, space in search_space.items():
+        kind, key = space["type"], f"{prefix}{name}"
+        if kind == "float":
+            params[name] = trial.suggest_float(key, float(space["low"]), float(space["high"]), log=bool(space.get("log", False)))
+        elif kind == "int":
+            params[name] = trial.suggest_int(key, int(space["low"]), int(space["high"]), log=bool(space.get("log", False)))
+        elif kind == "categorical":
+            params[name] = trial.suggest_categorical(key, list(space["choices"]))
+        else:
+            raise ValueError(f"search space {name!r}: unknown type {kind!r}")
+    return params
+
+
+def suggest_configuration(trial: optuna.Trial, families: dict[str, EstimatorSpec]) -> tuple[str, dict[str, Any]]:
+    """The family and the estimator parameters of one trial."""
+    if len(families) == 1:
+        (name, spec), = families.items()
+        return name, suggest(trial, spec.search_space)
+    name = trial.suggest_categorical(FAMILY_PARAM, list(families))
+    return name, suggest(trial, families[name].search_space, prefixed(name))
+
+
+def enqueue_each_family(study: optuna.Study, families: dict[str, EstimatorSpec]) -> None:
+    """A new study over several families starts with one trial of each (the rest of its
+    parameters drawn by the sampler)."""
+    if len(families) > 1 and not study.get_trials(deepcopy=False):
+        for name in families:
+            study.enqueue_trial({FAMILY_PARAM: name})
+
+
+def family_of(params: dict[str, Any], families: dict[str, EstimatorSpec]) -> str:
+    return params.get(FAMILY_PARAM, next(iter(families))) if len(families) > 1 else next(iter(families))
+
+
+def best_by_family(study: optuna.Study, families: dict[str, EstimatorSpec]) -> dict[str, dict[str, Any]]:
+    """Per family: its finished trials and its best score (None when none completed)."""
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    out: dict[str, dict[str, Any]] = {name: {"trials": 0, "best": None} for name in families}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        entry = out.setdefault(family_of(trial.params, families), {"trials": 0, "best": None})
+        entry["trials"] += 1
+        if trial.state == TrialState.COMPLETE and trial.value is not None:
+            best = entry["best"]
+            if best is None or (trial.value > best if maximize else trial.value < best):
+                entry["best"] = trial.value
+    return out
