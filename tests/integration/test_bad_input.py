@@ -54,7 +54,7 @@ FAST = ["model=logistic_regression", "tune.n_trials=1", "tune.cv_folds=2", "eval
     [
         ("tune.n_trials=abc", ["tune.n_trials=abc", "could not be converted to Integer"]),
         ("tune.bogus=1", ["tune.bogus"]),
-        ("model=nope", ["Could not find 'model/nope'", "available: hist_gradient_boosting, logistic_regression, random_forest"]),
+        ("model=nope", ["Could not find 'model/nope'", "available: auto, extra_trees, hist_gradient_boosting, logistic_regression, random_forest"]),
         ("data.split.train=0.9", ["sum to 1"]),
         # the default store is sqlite: the writer process needs a tracking server
         ("tune.trial_writer=process", ["tune.trial_writer=process needs a tracking server", "sqlite:///"]),
