@@ -107,3 +107,28 @@ def subprocess_env(store_uri: str, root: Path) -> dict[str, str]:
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
         env.pop(var, None)
     return env
+
+
+def venv_python(variable: str, hint: str) -> str:
+    """The interpreter of the virtual environment ``$variable`` names; the test is skipped,
+    saying ``hint``, when it is not set or has no python (Airflow, KFP, Spark live apart)."""
+    venv = os.environ.get(variable)
+    python = Path(venv or "-") / "bin" / "python"
+    if not venv or not python.exists():
+        pytest.skip(f"set {variable} to {hint}")
+    return str(python)
+
+
+def orchestration_facts(path: Path) -> tuple[set[str], dict]:
+    """What an orchestration file imports (top-level module names) and its ``EXIT_CODES``
+    literal, read without importing it (its orchestrator may not be installed here)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    codes = next(
+        ast.literal_eval(n.value) for n in ast.walk(tree)
+        if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "EXIT_CODES" for t in n.targets)
+    )
+    return {m.split(".")[0] for m in imported if m}, codes

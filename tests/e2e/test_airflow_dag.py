@@ -3,14 +3,13 @@ MLCYCLE_AIRFLOW_VENV points at a virtual environment that has it (scripts/check_
 
 from __future__ import annotations
 
-import ast
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, orchestration_facts
 
 DAG_FILE = PROJECT_ROOT / "orchestration" / "airflow_dag.py"
 
@@ -18,14 +17,8 @@ DAG_FILE = PROJECT_ROOT / "orchestration" / "airflow_dag.py"
 def test_dag_file_needs_no_mlcycle_import_and_agrees_on_exit_codes():
     from mlcycle.monitoring.monitor import EXIT_CODES
 
-    tree = ast.parse(DAG_FILE.read_text())
-    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert not any(m and m.split(".")[0] == "mlcycle" for m in imported)  # Airflow may live elsewhere
-    codes = next(
-        ast.literal_eval(n.value) for n in ast.walk(tree)
-        if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "EXIT_CODES" for t in n.targets)
-    )
+    imported, codes = orchestration_facts(DAG_FILE)
+    assert "mlcycle" not in imported  # Airflow may live elsewhere
     assert codes == EXIT_CODES
 
 

@@ -4,38 +4,27 @@ environment that has kfp and this checkout's mlcycle (.ci/run makes one)."""
 
 from __future__ import annotations
 
-import ast
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, orchestration_facts, venv_python
 
 PIPELINE_FILE = PROJECT_ROOT / "orchestration" / "kfp_pipeline.py"
 SHIPPED = ("kfp_pipeline.yaml", "kfp_big_study.yaml")
 
 
 def kfp_python() -> str:
-    venv = os.environ.get("MLCYCLE_KFP_VENV")
-    python = Path(venv or "-") / "bin" / "python"
-    if not venv or not python.exists():
-        pytest.skip("set MLCYCLE_KFP_VENV to a virtual environment with kfp and mlcycle (scripts/kfp_venv.sh)")
-    return str(python)
+    return venv_python("MLCYCLE_KFP_VENV", "a virtual environment with kfp and mlcycle (scripts/kfp_venv.sh)")
 
 
 def test_pipeline_file_needs_no_mlcycle_import_and_agrees_on_exit_codes():
     from mlcycle.monitoring.monitor import EXIT_CODES
 
-    tree = ast.parse(PIPELINE_FILE.read_text())
-    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert not any(m and m.split(".")[0] == "mlcycle" for m in imported)  # KFP may live elsewhere
-    codes = next(
-        ast.literal_eval(n.value) for n in ast.walk(tree)
-        if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "EXIT_CODES" for t in n.targets)
-    )
+    imported, codes = orchestration_facts(PIPELINE_FILE)
+    assert "mlcycle" not in imported  # KFP may live elsewhere
     assert codes == EXIT_CODES
     # the monitor component accepts exactly the verdicts' exit codes
     assert "if code not in (0, 10, 11):" in PIPELINE_FILE.read_text()

@@ -27,7 +27,7 @@ from mlflow import MlflowClient
 
 from mlcycle import pipeline
 from mlcycle.cli import main
-from tests.conftest import PROJECT_ROOT, TINY, compose, subprocess_env
+from tests.conftest import PROJECT_ROOT, TINY, compose, subprocess_env, venv_python
 from tests.integration.test_deployment_contract import export
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
@@ -36,11 +36,7 @@ PARTITION_BYTES = 12_000  # the ~60 kB export becomes several Spark partitions (
 
 
 def spark_python() -> str:
-    venv = os.environ.get("MLCYCLE_SPARK_VENV")
-    python = Path(venv or "") / "bin" / "python"
-    if not venv or not python.exists():
-        pytest.skip("set MLCYCLE_SPARK_VENV to a virtual environment with pyspark and mlcycle (make spark-venv)")
-    return str(python)
+    return venv_python("MLCYCLE_SPARK_VENV", "a virtual environment with pyspark and mlcycle (make spark-venv)")
 
 
 @pytest.fixture
