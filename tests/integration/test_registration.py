@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from mlcycle import pipeline
 from mlcycle.cli import main
-from mlcycle.config.schema import LockConfig
+from mlcycle.config.registry import LockConfig
 from mlcycle.core import liveness
 from mlcycle.tracking import registration, registry
 from mlcycle.tracking.locks import RegistryLockTimeout, registry_lock

@@ -134,7 +134,7 @@ POSTGRES = pytest.mark.skipif(not os.environ.get("MLCYCLE_TEST_POSTGRES_URI"), r
 @pytest.mark.postgres
 @POSTGRES
 def test_concurrent_promotions_on_a_postgres_store_use_the_advisory_lock(tiny_cfg, pg_store, tmp_path):
-    from mlcycle.config.schema import LockConfig
+    from mlcycle.config.registry import LockConfig
     from mlcycle.tracking.locks import resolve
 
     assert resolve(pg_store, LockConfig(), NAME)[0].value == "postgres"
@@ -147,7 +147,7 @@ def test_concurrent_promotions_on_a_postgres_store_use_the_advisory_lock(tiny_cf
 def test_advisory_lock_excludes_a_second_holder_and_frees_on_exit():
     import threading
 
-    from mlcycle.config.schema import LockBackend, LockConfig
+    from mlcycle.config.registry import LockBackend, LockConfig
     from mlcycle.tracking.locks import RegistryLockTimeout, registry_lock
 
     uri = os.environ["MLCYCLE_TEST_POSTGRES_URI"]

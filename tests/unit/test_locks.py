@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from mlcycle.config.schema import LockBackend, LockConfig
+from mlcycle.config.registry import LockBackend, LockConfig
 from mlcycle.errors import MlcycleError
 from mlcycle.tracking.locks import RegistryLockTimeout, advisory_key, registry_lock, resolve
 

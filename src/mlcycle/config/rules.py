@@ -84,6 +84,11 @@ def _alias(name: Any) -> bool:
             and name.lower() != "latest" and re.fullmatch(r"[vV]\d+", name) is None)
 
 
+# The metrics core/evaluation.py computes: the names evaluate and the gate accept.
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+METRICS = (*CLASSIFICATION_METRICS, *REGRESSION_METRICS)
+METRIC = among(METRICS, "metric")
 MODEL_NAME = Rule(_model_name, "a registered model name (not blank, no '/' or ':', not '.' or '..' at the start)")
 ALIAS = Rule(_alias, "an alias of letters, digits, '_' and '-' (not 'latest' or 'v<number>')")
 

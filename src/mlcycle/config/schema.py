@@ -17,9 +17,8 @@ from enum import StrEnum
 from typing import Any
 
 from mlcycle.config.paths import user_path, user_uri
+from mlcycle.config.registry import RegistryConfig
 from mlcycle.config.rules import (
-    ALIAS,
-    MODEL_NAME,
     Checked,
     among,
     at_least,
@@ -32,9 +31,6 @@ from mlcycle.core.masking import mask_uri
 # The pipeline's stages, in order: the names `stages` and `cache.force` accept. Each is a
 # module under mlcycle/stages/ (adding a stage: that module and one name here).
 STAGES = ("ingest", "preprocess", "features", "tune", "train", "evaluate", "register")
-
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier")
-REGRESSION_METRICS = ("rmse", "mae", "r2")
 
 # Optuna storages mlcycle accepts (core.tuning.open_storage opens them).
 STORAGE_SCHEMES = ("sqlite:///", "journal:///", "postgresql", "mysql")
@@ -98,18 +94,6 @@ class ThresholdObjective(StrEnum):
     f1 = "f1"  # the threshold with the best F1 of the positive class on the validation rows
     cost = "cost"  # the lowest cost_fp * false positives + cost_fn * false negatives
     none = "none"  # the estimator's own rule (0.5 for probabilities)
-
-
-class ChampionError(StrEnum):
-    fail = "fail"  # the gate fails with the reason; the champion stays
-    promote = "promote"  # treat it as if there were no champion (thresholds still apply)
-
-
-class LockBackend(StrEnum):
-    auto = "auto"  # sqlite -> file lock beside the store; postgresql -> advisory lock; else file
-    file = "file"
-    postgres = "postgres"
-    none = "none"  # no serialization: only for a single writer
 
 
 # --------------------------------------------------------------------------- pipeline groups
@@ -309,58 +293,6 @@ class EvaluateConfig:
     # classification, rmse for regression.
     primary_metric: str = "auto"
     plots: bool = True
-
-
-_METRICS = (*CLASSIFICATION_METRICS, *REGRESSION_METRICS)
-
-
-@dataclass
-class GateConfig(Checked):
-    KEY = "registry.gate"
-    RULES = {
-        "primary_metric": among(("auto", *_METRICS), "metric"),
-        "thresholds": among(_METRICS, "metric"),
-        "guard_metrics": among(_METRICS, "metric"),
-        "min_absolute_change": at_least(0),
-        "min_relative_change": at_least(0),
-    }
-
-    enabled: bool = True  # false: every new version becomes champion (still audited)
-    primary_metric: str = "${evaluate.primary_metric}"  # auto: roc_auc / rmse
-    min_absolute_change: float = 0.0
-    min_relative_change: float = 0.0
-    # metric -> bound / tolerance; null switches an entry off (Hydra merges dicts, so
-    # `registry.gate.guard_metrics.log_loss=null` is how to drop a default guard)
-    thresholds: dict[str, float | None] = field(default_factory=dict)
-    guard_metrics: dict[str, float | None] = field(default_factory=dict)
-    on_champion_error: ChampionError = ChampionError.fail
-
-    def check(self) -> None:
-        negative = {m: t for m, t in self.guard_metrics.items() if t is not None and t < 0}
-        self.require(not negative, f"registry.gate.guard_metrics: tolerances must be >= 0, got {negative}")
-
-
-@dataclass
-class LockConfig:
-
-    backend: LockBackend = LockBackend.auto
-    path: str | None = user_path()  # file lock path; null: beside a sqlite store, else under paths.root
-    postgres_uri: str | None = None  # advisory-lock database when the store is an HTTP server
-    timeout: float = 600.0  # seconds to wait for the lock
-
-
-@dataclass
-class RegistryConfig(Checked):
-    KEY = "registry"
-    # MLflow refuses these names only when registering, after the whole pipeline ran
-    RULES = {"model_name": MODEL_NAME, "challenger_alias": ALIAS, "champion_alias": ALIAS}
-
-    enabled: bool = True
-    model_name: str = "mlcycle-${data.name}"
-    challenger_alias: str = "challenger"
-    champion_alias: str = "champion"
-    gate: GateConfig = field(default_factory=GateConfig)
-    lock: LockConfig = field(default_factory=LockConfig)
 
 
 @dataclass

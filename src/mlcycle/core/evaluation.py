@@ -11,10 +11,9 @@ import numpy as np
 from sklearn import metrics as skm
 from sklearn.preprocessing import label_binarize
 
+from mlcycle.config.rules import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from mlcycle.config.schema import Task
 
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier")
-REGRESSION_METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae", "brier"})
 
 

@@ -20,7 +20,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from mlcycle.config.schema import LockBackend, LockConfig
+from mlcycle.config.registry import LockBackend, LockConfig
 from mlcycle.core import locks
 from mlcycle.core.locks import AdvisoryLock, FileLock, LockTimeout
 from mlcycle.errors import MlcycleError

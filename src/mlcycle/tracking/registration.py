@@ -23,7 +23,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mlcycle.config.schema import RegistryConfig
+from mlcycle.config.registry import RegistryConfig
 from mlcycle.core.liveness import owner_is_dead, owner_token
 from mlcycle.tracking.locks import registry_lock
 from mlcycle.tracking.registry import (

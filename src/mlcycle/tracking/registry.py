@@ -23,7 +23,8 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mlcycle.config.schema import ChampionError, GateConfig, LockConfig, Task
+from mlcycle.config.registry import ChampionError, GateConfig, LockConfig
+from mlcycle.config.schema import Task
 from mlcycle.core import gate as gate_mod
 from mlcycle.errors import MlcycleError, first_line
 from mlcycle.tracking.locks import registry_lock

@@ -4,7 +4,8 @@ The study maximises or minimises the mean cross-validated score of the primary m
 
 * ``objective``: what a trial scores, and how another machine rebuilds it;
 * ``space``: a trial's draw (one family's parameters, or a family and then its parameters);
-* ``study``: the search settings, the trial loop every worker runs, reaping dead trials;
+* ``study``: the search settings, opening and counting a study, reaping dead trials;
+* ``loop``: the trial loop every worker runs;
 * ``storage``: Optuna storages, samplers and pruners;
 * ``optimize``: one invocation's trials in threads or processes, the summary;
 * ``figures``: the optimization history and the parameter importances.
@@ -13,6 +14,7 @@ The names below are the package's API (``from mlcycle.core import tuning``).
 """
 
 from mlcycle.core.tuning.figures import history_figure, study_figures
+from mlcycle.core.tuning.loop import work
 from mlcycle.core.tuning.objective import Objective, describe_objective, objective_from_description
 from mlcycle.core.tuning.optimize import jobs_worth_starting, optimize, summarize
 from mlcycle.core.tuning.space import (
@@ -36,7 +38,6 @@ from mlcycle.core.tuning.study import (
     reap_dead_trials,
     search_for,
     study_name,
-    work,
 )
 
 __all__ = [

@@ -19,12 +19,12 @@ from dataclasses import dataclass, replace
 import optuna
 
 from mlcycle.core import threads
+from mlcycle.core.tuning.loop import Quota, work
 from mlcycle.core.tuning.objective import Objective
 from mlcycle.core.tuning.storage import is_shared, open_storage
 from mlcycle.core.tuning.study import (
     ERROR_ATTR,
     Counts,
-    Quota,
     Search,
     StudyResult,
     TrialResult,
@@ -34,7 +34,6 @@ from mlcycle.core.tuning.study import (
     fail_stale_trials,
     load_study,
     reap_dead_trials,
-    work,
 )
 from mlcycle.errors import TuningFailed
 

@@ -1,0 +1,211 @@
+"""The trial loop every worker runs (a thread, a spawned process, or a ``mlcycle
+tune-worker`` on another machine). Pure: no mlflow, no hydra.
+
+Each trial draws a configuration (``space``), scores it fold by fold and reports the mean
+of the folds so far, so a pruner can stop a hopeless trial after its first folds. Results
+reach the caller through ``on_trial`` (the tune stage turns them into MLflow runs off the
+trial's critical path). ``n_trials`` counts the study's finished trials (``study.counts``),
+so a resumed study runs only what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from mlcycle.core.liveness import owner_token
+from mlcycle.core.modeling import build_estimator, iter_fold_scores
+from mlcycle.core.tuning.objective import Objective
+from mlcycle.core.tuning.space import suggest_configuration
+from mlcycle.core.tuning.storage import LOCK_TIMEOUT, claim_lock
+from mlcycle.core.tuning.study import (
+    ERROR_ATTR,
+    OWNER_ATTR,
+    Search,
+    TrialResult,
+    TrialStarted,
+    WorkerStats,
+    counts,
+    fail_stale_trials,
+    reap_dead_trials,
+)
+
+POLL_SECONDS = 1.0  # how often a worker waiting for the last trials elsewhere looks again
+
+
+class Quota:
+    """Trial slots for one invocation, shared by its threads and spawned processes."""
+
+    def __init__(self, slots: int, value: Any = None):
+        self._value = value if value is not None else multiprocessing.get_context("spawn").Value("i", slots)
+
+    @property
+    def value(self) -> Any:
+        return self._value
+
+    def claim(self) -> bool:
+        with self._value.get_lock():
+            if self._value.value <= 0:
+                return False
+            self._value.value -= 1
+            return True
+
+
+def work(
+    study: optuna.Study,
+    objective: Objective,
+    search: Search,
+    *,
+    quota: Quota | None = None,
+    shared: bool = False,
+    deadline: float | None = None,
+    on_trial: Callable[[TrialResult], None] | None = None,
+    on_trial_start: Callable[[TrialStarted], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> WorkerStats:
+    """Run trials until the study reaches ``search.tune.n_trials`` finished trials.
+
+    A ``quota`` counts slots in memory: exact, and enough when the storage is this
+    invocation's alone. A ``shared`` storage may have workers elsewhere: before each trial
+    the loop counts the study's trials in the storage under the study's claim lock, held
+    until the trial exists, so that racing workers never start more than ``n_trials``; and
+    when the last trials are running elsewhere it waits for them, failing stale ones so
+    that their retries run here. Both may apply (a worker told to run at most N trials of
+    a shared study). ``on_trial_start`` hears of each trial as it begins, ``on_trial`` of
+    each as it ends.
+    """
+    token = owner_token()
+    persistent = search.tune.storage is not None
+    pruning = search.tune.pruner != "none"
+    blocked = 0.0
+    ran = 0
+    current: list[int] = []
+    fold_scores: dict[int, list[float]] = {}
+    errors: dict[int, str] = {}
+    pruned_at: dict[int, int] = {}
+    drawn: dict[int, str] = {}  # trial -> family
+
+    claim = (claim_lock(search) if shared else None) or NO_LOCK
+
+    def fn(trial: optuna.Trial) -> float:
+        claim.release()  # the trial exists: the next count includes it
+        current[:] = [trial.number]
+        if on_trial_start is not None:
+            begun = trial.datetime_start
+            on_trial_start(TrialStarted(trial.number, begun.timestamp() if begun else time.time()))
+        if persistent:
+            trial.set_user_attr(OWNER_ATTR, token)
+        try:
+            family, params = suggest_configuration(trial, objective.families)
+            drawn[trial.number] = family
+            estimator = build_estimator(objective.families[family], params, objective.seed)
+            scores = fold_scores.setdefault(trial.number, [])
+            folds = list(objective.folds)
+            for step, value in enumerate(iter_fold_scores(estimator, folds, objective.metric, objective.task, objective.classes)):
+                scores.append(value)
+                if not math.isfinite(value):
+                    # undefined on this fold (roc_auc of a one-class fold) or overflowed: the mean
+                    # would be too. Optuna fails a trial that returns NaN, without a traceback.
+                    errors[trial.number] = f"{objective.metric} = {value} on CV fold {step + 1} of {len(folds)}"
+                    trial.set_user_attr(ERROR_ATTR, errors[trial.number])
+                    return float("nan")
+                if pruning and step < len(folds) - 1:
+                    # step = folds scored so far: the resource the pruner compares trials on
+                    trial.report(float(np.mean(scores)), step + 1)
+                    if trial.should_prune():
+                        pruned_at[trial.number] = step + 1
+                        raise optuna.TrialPruned(f"pruned after {step + 1} fold(s)")
+            return float(np.mean(scores))
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            errors[trial.number] = message
+            with contextlib.suppress(Exception):
+                trial.set_user_attr(ERROR_ATTR, message[:2000])
+            raise
+
+    def callback(_: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        nonlocal blocked
+        if on_trial is None:
+            return
+        result = TrialResult(
+            number=frozen.number,
+            params=dict(frozen.params),
+            value=frozen.value if frozen.state == TrialState.COMPLETE else None,
+            state=frozen.state.name,
+            fold_scores=tuple(fold_scores.pop(frozen.number, ())),
+            error=errors.pop(frozen.number, None),
+            start_ms=_ms(frozen.datetime_start),
+            end_ms=_ms(frozen.datetime_complete),
+            pruned_step=pruned_at.pop(frozen.number, None),
+            worker=token,
+            family=drawn.pop(frozen.number, ""),
+        )
+        started = time.perf_counter()
+        on_trial(result)
+        blocked += time.perf_counter() - started
+
+    try:
+        while True:
+            if should_stop is not None and should_stop():
+                break
+            if deadline is not None and time.time() >= deadline:
+                break
+            if shared:
+                claim.acquire(LOCK_TIMEOUT)
+                now = counts(study)
+                if now.done >= search.tune.n_trials:
+                    break
+                if now.done + now.running >= search.tune.n_trials and now.waiting == 0:
+                    # the last slots are taken elsewhere: wait, and take over any that died
+                    claim.release()
+                    reap_dead_trials(study, search.tune.max_retry)
+                    fail_stale_trials(study)
+                    time.sleep(POLL_SECONDS)
+                    continue
+            if quota is not None and not quota.claim():
+                break
+            try:
+                study.optimize(fn, n_trials=1, catch=(Exception,), callbacks=[callback])
+            except BaseException:
+                # Terminated mid-trial (SIGTERM in the pipeline): Optuna leaves the trial
+                # RUNNING; end it FAIL (no error attribute: it is not counted, and is re-run
+                # on resume).
+                for number in current:
+                    with contextlib.suppress(Exception):
+                        study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+                raise
+            finally:
+                claim.release()
+            current.clear()
+            ran += 1
+    finally:
+        claim.close()
+    return WorkerStats(token, ran, blocked)
+
+
+class _NoLock:
+    """A storage of this invocation's own needs no claim lock (its quota is exact)."""
+
+    def acquire(self, timeout: float | None = None) -> None:
+        pass
+
+    release = close = acquire
+
+
+NO_LOCK = _NoLock()
+
+
+def _ms(moment) -> int:
+    return int(moment.timestamp() * 1000) if moment else 0
+
+
