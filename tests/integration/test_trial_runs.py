@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
+from mlcycle.errors import ConfigError
 from mlcycle.tracking.trials import TrialRecord, open_writer
 
 
@@ -51,5 +52,5 @@ def test_auto_uses_the_thread_writer_on_a_local_store(tmp_path):
 
 def test_the_process_writer_needs_a_tracking_server(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    with pytest.raises(ValueError, match=r"tune.trial_writer=process needs a tracking server .*sqlite:///"):
+    with pytest.raises(ConfigError, match=r"tune.trial_writer=process needs a tracking server .*sqlite:///"):
         open_writer(client, "0", "parent", "process")

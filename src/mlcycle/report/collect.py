@@ -37,7 +37,7 @@ from mlcycle.tracking import ui
 from mlcycle.tracking.lineage import DATA_DIGEST_TAG, DATA_NAME_TAG, DATA_SOURCE_TAG
 from mlcycle.tracking.registry import REGISTERED_MODEL_TAG, REGISTERED_VERSION_TAG
 from mlcycle.tracking.runs import ERROR_TAG, TIME_METRICS
-from mlcycle.tracking.study import TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
+from mlcycle.tracking.study import FAMILY_BEST, FAMILY_TRIALS, TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
 
 _TRIAL_STATES = {"FINISHED": figures.COMPLETE, "KILLED": figures.PRUNED, "FAILED": figures.FAIL}
 
@@ -217,7 +217,7 @@ def tuning_section(tree: RunTree) -> dict[str, Any]:
 def _families(params: dict[str, str], metrics: dict[str, float], greater: bool) -> list[dict[str, Any]]:
     """model=auto: one row per family searched (best CV score, finished trials), best first."""
     names = literal(params.get("families"), [])
-    rows = [{"family": n, "best": metrics.get(f"best_cv_score_{n}"), "trials": metrics.get(f"family_trials_{n}"),
+    rows = [{"family": n, "best": metrics.get(f"{FAMILY_BEST}{n}"), "trials": metrics.get(f"{FAMILY_TRIALS}{n}"),
              "chosen": n == params.get("best_family")} for n in names]
     scored = sorted((r for r in rows if r["best"] is not None), key=lambda r: r["best"], reverse=greater)
     return scored + [r for r in rows if r["best"] is None]

@@ -9,7 +9,6 @@ aliases are not moved; they are reported as they are now).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,8 +19,6 @@ from mlcycle.stages.base import Stage, State, read_json, write_json
 from mlcycle.tracking import model_io, registry
 from mlcycle.tracking.registration import FAMILY_TAG, end_ghost_models, register_and_gate
 from mlcycle.tracking.runs import ActiveRun, stage_outputs
-
-log = logging.getLogger(__name__)
 
 
 def run(state: State, cfg: Config, run: ActiveRun) -> State:
@@ -44,18 +41,9 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     test = state.splits.test[[*schema.features, schema.target]]
     candidate = registry.Candidate("", schema.task, dict(state.test_metrics), test, schema.target, state.metric)
     outcome = register_and_gate(info.model_uri, tags, candidate, reg)
-    promotion = outcome.promotion
-    (log.info if promotion.promoted else log.warning)(
-        "%s version %s: %s (%s)", reg.model_name, outcome.version,
-        f"promoted to {reg.champion_alias}" if promotion.promoted else "not promoted", promotion.summary,
-    )
-    run.log.log_params({"registered_model": reg.model_name, "version": outcome.version})
-    run.log.log_metrics(promotion.metrics())
-    run.log.set_tags(outcome.run_tags())
-    return replace(
-        state, model_uri=info.model_uri, registered_name=reg.model_name, registered_version=outcome.version,
-        aliases=outcome.aliases, promoted=promotion.promoted, gate_summary=promotion.summary,
-    )
+    outcome.log_to(run, reg.champion_alias)
+    return replace(state, model_uri=info.model_uri, registered_name=reg.model_name, registered_version=outcome.version,
+                   aliases=outcome.aliases, promoted=outcome.promotion.promoted, gate_summary=outcome.promotion.summary)
 
 
 def save(state: State, out: Path) -> None:

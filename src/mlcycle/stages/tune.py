@@ -17,17 +17,11 @@ from sklearn.base import clone
 from mlcycle.config.schema import Config
 from mlcycle.core import tuning
 from mlcycle.core.evaluation import primary_metric
-from mlcycle.core.masking import mask_uri
 from mlcycle.core.modeling import check_model, configuration, families, holdout_score
-from mlcycle.errors import ConfigError
 from mlcycle.stages.base import Stage, State, read_json, write_json
 from mlcycle.tracking import study
-from mlcycle.tracking.artifacts import log_artifact_dict, log_figures
-from mlcycle.tracking.runs import STUDY_TAG, ActiveRun
+from mlcycle.tracking.runs import ActiveRun
 from mlcycle.tracking.trials import writer_kind
-
-FAMILY_BEST, FAMILY_TRIALS = "best_cv_score_", "family_trials_"  # + family name: model=auto's tune run
-LOGGED = ("sampler", "pruner", "n_trials", "cv_folds", "n_jobs", "parallel", "blas_threads")  # tune.* as params
 
 
 def run(state: State, cfg: Config, run: ActiveRun) -> State:
@@ -42,12 +36,7 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     objective = tuning.objective_from_description(description, rows)  # folds prepared once, up front
     folds_seconds = time.perf_counter() - started
     search = tuning.search_for(cfg, specs, metric, state.data_digest)
-    run.log.set_tags({STUDY_TAG: search.study_name})
-    estimators = {"families": list(specs)} if len(specs) > 1 else {"estimator": next(iter(specs.values())).estimator}
-    run.log.log_params({"metric": metric, "study_name": search.study_name, **estimators,
-                        "storage": mask_uri(tune.storage) if tune.storage else "memory",
-                        **{k: getattr(tune, k) for k in LOGGED}, "n_jobs": tune.n_jobs or "auto",
-                        "threads_per_fit": cfg.threads_per_fit or "default"})
+    study.log_search(run, search, metric, specs, cfg.threads_per_fit)
     if tuning.is_shared(tune.storage):
         study.share_objective(run, rows, description, search)
     run.log.flush()  # study name and parameters visible to workers while trials run
@@ -58,42 +47,17 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     # sanity check against the held-out validation rows: the best configuration fitted on train only
     family, spec, params = configuration(specs, best.best_params)
     val_score = holdout_score(state.preprocessor, spec, params, cfg.seed, state.train, state.validation, schema, metric)
-    run.log.log_params({"trial_writer": done.writer, "n_jobs_used": best.n_jobs, "best_family": family,
-                        **{f"best.{k}": v for k, v in best.best_params.items()}})
-    run.log.set_tags({"mlcycle.best_trial": best.best_number})
-    run.log.log_metrics({f"best_cv_{metric}": best.best_value, f"val_{metric}": val_score,
-                         "folds_prepare_seconds": folds_seconds, **done.metrics(), **per_family(best.study, specs)})
-    if tune.plots:
-        figures, importances = tuning.study_figures(best.study, cfg.seed, metric)
-        log_figures(figures, "plots")
-        if importances:
-            log_artifact_dict(importances, "param_importances.json")
+    study.log_outcome(run, done, specs, family, {f"val_{metric}": val_score, "folds_prepare_seconds": folds_seconds},
+                      plots_seed=cfg.seed if tune.plots else None)
     return replace(state, metric=metric, best_params=best.best_params, cv_score=best.best_value,
                    preprocessor=clone(state.preprocessor))
 
 
-def per_family(study_, specs: dict) -> dict[str, float]:
-    """model=auto: each family's best CV score and finished trials (families with no
-    complete trial have no score)."""
-    if len(specs) == 1:
-        return {}
-    out: dict[str, float] = {}
-    for name, found in tuning.best_by_family(study_, specs).items():
-        out[f"{FAMILY_TRIALS}{name}"] = found["trials"]
-        if found["best"] is not None:
-            out[f"{FAMILY_BEST}{name}"] = found["best"]
-    return out
-
-
 def precheck(cfg: Config, tracking_uri: str) -> None:
-    """Refused before any run exists: an estimator parameter scikit-learn would refuse (the
-    first stage that builds estimators checks them for every later one), a trial writer that
-    cannot work with this store."""
+    """Refused before any run exists: an estimator parameter scikit-learn would refuse (checked
+    here for every later stage too), a trial writer that cannot work with this store."""
     check_model(cfg.model)
-    try:
-        writer_kind(cfg.tune.trial_writer, tracking_uri)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    writer_kind(cfg.tune.trial_writer, tracking_uri)
 
 
 def save(state: State, out: Path) -> None:

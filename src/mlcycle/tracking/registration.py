@@ -41,7 +41,7 @@ from mlcycle.tracking.registry import (
     move_alias,
     promote_locked,
 )
-from mlcycle.tracking.runs import new_token
+from mlcycle.tracking.runs import ActiveRun, new_token
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,17 @@ class Registration:
     aliases: tuple[str, ...]
     promotion: Promotion
 
-    def run_tags(self) -> dict[str, str]:
-        """What the register stage's run says about it."""
+    def log_to(self, run: ActiveRun, champion_alias: str) -> None:
+        """Say the outcome (a warning when not promoted) and record it on the register run."""
         p = self.promotion
-        return {ALIASES_TAG: ",".join(self.aliases), TAG_GATE: p.verdict, TAG_GATE_SUMMARY: p.summary[:5000],
-                PROMOTED_TAG: str(p.promoted).lower()}
+        (log.info if p.promoted else log.warning)(
+            "%s version %s: %s (%s)", self.name, self.version,
+            f"promoted to {champion_alias}" if p.promoted else "not promoted", p.summary,
+        )
+        run.log.log_params({"registered_model": self.name, "version": self.version})
+        run.log.log_metrics(p.metrics())
+        run.log.set_tags({ALIASES_TAG: ",".join(self.aliases), TAG_GATE: p.verdict, TAG_GATE_SUMMARY: p.summary[:5000],
+                          PROMOTED_TAG: str(p.promoted).lower()})
 
 
 def register_and_gate(model_uri: str, tags: dict[str, str], candidate: Candidate, reg: RegistryConfig) -> Registration:

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 from mlflow import MlflowClient
 
+from mlcycle.config.schema import EstimatorSpec
 from mlcycle.core.evaluation import greater_is_better
 from mlcycle.core.masking import mask_uri
 from mlcycle.core.progress import TrialProgress
@@ -32,12 +33,19 @@ from mlcycle.core.tuning import (
     Search,
     StudyResult,
     TrialResult,
+    best_by_family,
     objective_from_description,
     optimize,
+    study_figures,
 )
 from mlcycle.errors import MlcycleError
-from mlcycle.tracking.artifacts import download_artifact, log_artifact_files
-from mlcycle.tracking.runs import ERROR_TAG, MAX_TAG_LENGTH, ActiveRun
+from mlcycle.tracking.artifacts import (
+    download_artifact,
+    log_artifact_dict,
+    log_artifact_files,
+    log_figures,
+)
+from mlcycle.tracking.runs import ERROR_TAG, MAX_TAG_LENGTH, STUDY_TAG, ActiveRun
 from mlcycle.tracking.trials import TrialRecord, open_writer
 
 log = logging.getLogger(__name__)
@@ -57,6 +65,7 @@ class StudyRun:
     writer: str  # thread | process: who wrote the trial runs
     seconds: float  # the study, from opening it to its last trial
     writer_wait: float  # waiting for the writer after the last trial
+    metric: str  # the primary metric the trials scored
 
     def metrics(self) -> dict[str, float]:
         r = self.result
@@ -68,6 +77,45 @@ class StudyRun:
             "tracking_blocked_ms_per_trial": 1000 * r.blocked_seconds / max(r.n_run, 1),
             "tracking_wait_seconds": self.writer_wait,
         }
+
+
+# the tune run of model=auto: each family's best CV score and finished trials (+ its name)
+FAMILY_BEST, FAMILY_TRIALS = "best_cv_score_", "family_trials_"
+LOGGED = ("sampler", "pruner", "n_trials", "cv_folds", "parallel", "blas_threads")  # tune.* as the tune run's params
+
+
+def log_search(run: ActiveRun, search: Search, metric: str, specs: dict[str, EstimatorSpec], threads_per_fit: int | None) -> None:
+    """The tune run's parameters: what is searched, how, and in which study."""
+    tune = search.tune
+    estimators = {"families": list(specs)} if len(specs) > 1 else {"estimator": next(iter(specs.values())).estimator}
+    run.log.set_tags({STUDY_TAG: search.study_name})
+    run.log.log_params({
+        "metric": metric, "study_name": search.study_name, **estimators,
+        "storage": mask_uri(tune.storage) if tune.storage else "memory", **{k: getattr(tune, k) for k in LOGGED},
+        "n_jobs": tune.n_jobs or "auto", "threads_per_fit": threads_per_fit or "default",
+    })
+
+
+def log_outcome(run: ActiveRun, done: StudyRun, specs: dict[str, EstimatorSpec], family: str,
+                metrics: dict[str, float], plots_seed: int | None) -> None:
+    """The tune run's results: the best trial and its parameters, the study's counts and
+    times, each family's best (model=auto), and with ``plots_seed`` the study's figures."""
+    best, metric = done.result, done.metric
+    run.log.log_params({"trial_writer": done.writer, "n_jobs_used": best.n_jobs, "best_family": family,
+                        **{f"best.{k}": v for k, v in best.best_params.items()}})
+    run.log.set_tags({"mlcycle.best_trial": best.best_number})
+    per_family: dict[str, float] = {}
+    if len(specs) > 1:
+        for name, found in best_by_family(best.study, specs).items():
+            per_family[f"{FAMILY_TRIALS}{name}"] = found["trials"]
+            if found["best"] is not None:  # a family with no complete trial has no score
+                per_family[f"{FAMILY_BEST}{name}"] = found["best"]
+    run.log.log_metrics({f"best_cv_{metric}": best.best_value, **metrics, **done.metrics(), **per_family})
+    if plots_seed is not None:
+        figures, importances = study_figures(best.study, plots_seed, metric)
+        log_figures(figures, "plots")
+        if importances:
+            log_artifact_dict(importances, "param_importances.json")
 
 
 def run_study(
@@ -93,7 +141,7 @@ def run_study(
         waited = time.perf_counter()
         trials.close()  # raises if any trial run could not be written
         wait = time.perf_counter() - waited
-    return StudyRun(result, trials.kind, time.perf_counter() - started, wait)
+    return StudyRun(result, trials.kind, time.perf_counter() - started, wait, objective.metric)
 
 
 def trial_record(result: TrialResult, metric: str) -> TrialRecord:

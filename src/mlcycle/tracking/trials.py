@@ -41,6 +41,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from mlcycle.core.masking import mask_uri
+from mlcycle.errors import ConfigError
 from mlcycle.tracking.runs import (
     KIND_TAG,
     KIND_TRIAL,
@@ -265,19 +266,19 @@ def process_writer_available() -> bool:
 def writer_kind(kind: str, tracking_uri: str) -> str:
     """What ``kind`` (auto | thread | process) means for ``tracking_uri``: auto is the
     process writer for a tracking server on Linux, the thread writer otherwise. Raises
-    ValueError, naming the setting and the URI, where the process writer cannot work."""
+    ConfigError, naming the setting and the URI, where the process writer cannot work."""
     server = is_server_uri(tracking_uri)
     if kind == "auto":
         return "process" if server and process_writer_available() else "thread"
     if kind == "process" and not server:
-        raise ValueError(
+        raise ConfigError(
             f"tune.trial_writer=process needs a tracking server (http:// or https://), "
             f"not {mask_uri(str(tracking_uri))}; use auto or thread"
         )
     if kind == "process" and not process_writer_available():
-        raise ValueError(f"tune.trial_writer=process needs fork, which is not used on {sys.platform}; use thread")
+        raise ConfigError(f"tune.trial_writer=process needs fork, which is not used on {sys.platform}; use thread")
     if kind not in ("thread", "process"):
-        raise ValueError(f"tune.trial_writer must be auto, thread or process, got {kind!r}")
+        raise ConfigError(f"tune.trial_writer must be auto, thread or process, got {kind!r}")
     return kind
 
 
