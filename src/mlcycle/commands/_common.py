@@ -11,6 +11,12 @@ from typing import Any
 RESULT_OPTION = "--result-file"
 
 
+def parser(command: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of ``mlcycle <command>``, its help text the module's docstring as written."""
+    return argparse.ArgumentParser(prog=f"mlcycle {command}", description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """Options plus trailing Hydra overrides (``key=value``)."""
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=wine registry.gate.min_absolute_change=0.01")

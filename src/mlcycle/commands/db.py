@@ -17,7 +17,6 @@ database is upgraded on its machine: scripts/server.sh upgrade (it runs this com
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from mlcycle.cli import command
@@ -28,9 +27,7 @@ DEFAULT_TIMEOUT = 5.0
 
 @command
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mlcycle db", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _common.parser("db", __doc__)
     sub = parser.add_subparsers(dest="action", required=True)
     check = sub.add_parser("check", help="is the schema this MLflow's? (exit 0 yes, 4 no)")
     upgrade = sub.add_parser("upgrade", help="back up, migrate, compare row counts")

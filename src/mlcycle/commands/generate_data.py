@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from mlcycle.cli import command
+from mlcycle.commands import _common
 
 
 @command
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mlcycle generate-data", description=__doc__)
+    parser = _common.parser("generate-data", __doc__)
     parser.add_argument("--rows", type=int, default=20_000, help="number of sessions (default 20000)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--drift", type=float, default=0.0, help="0 = reference distribution")

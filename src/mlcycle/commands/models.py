@@ -3,7 +3,6 @@ and gate verdicts, then the promotion history (every alias move, newest last).""
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 
 from mlcycle.cli import command
@@ -14,7 +13,7 @@ HEADLINE = ("roc_auc", "log_loss", "brier", "accuracy", "rmse", "mae", "r2")
 
 @command
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mlcycle models", description=__doc__)
+    parser = _common.parser("models", __doc__)
     parser.add_argument("--model", help="registered model name (default: registry.model_name)")
     parser.add_argument("--history", type=int, default=20, help="audit entries to show (default 20; 0 = all)")
     args = _common.parse(parser, argv)

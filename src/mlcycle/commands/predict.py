@@ -18,7 +18,6 @@ memory that does not grow with the file. It needs pyspark and Java (``make spark
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import time
 from pathlib import Path
@@ -32,8 +31,7 @@ PANDAS, SPARK = "pandas", "spark"
 
 @command
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mlcycle predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _common.parser("predict", __doc__)
     parser.add_argument("--input", required=True, help="CSV or Parquet file to score")
     parser.add_argument("--output", required=True, help="where to write predictions (.csv or .parquet)")
     parser.add_argument("--model-uri", help="any model URI (default: models:/<registry.model_name>@<champion>)")

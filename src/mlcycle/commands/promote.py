@@ -8,8 +8,6 @@ types). Exit codes: 0 promoted (or already champion), 3 the gate said no, 2 bad 
 
 from __future__ import annotations
 
-import argparse
-
 from mlcycle.cli import command
 from mlcycle.commands import _common
 
@@ -18,8 +16,7 @@ GATE_FAILED = 3
 
 @command
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mlcycle promote", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _common.parser("promote", __doc__)
     parser.add_argument("--version", help="version number to promote (wins over --alias)")
     parser.add_argument("--alias", help="promote the version this alias points at (e.g. challenger)")
     parser.add_argument("--model", help="registered model name (default: registry.model_name)")

@@ -5,15 +5,13 @@ Repeated rollbacks walk back through the promotion history. Recorded in the audi
 
 from __future__ import annotations
 
-import argparse
-
 from mlcycle.cli import command
 from mlcycle.commands import _common
 
 
 @command
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mlcycle rollback", description=__doc__)
+    parser = _common.parser("rollback", __doc__)
     parser.add_argument("--model", help="registered model name (default: registry.model_name)")
     parser.add_argument("--to", dest="to_version", help="version to make champion (default: the previous champion)")
     parser.add_argument("--reason", help="why, for the audit trail")

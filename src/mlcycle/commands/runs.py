@@ -19,11 +19,7 @@ from mlcycle.errors import MlcycleError
 
 @command
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mlcycle runs",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = _common.parser("runs", __doc__)
     sub = parser.add_subparsers(dest="action", required=True)
     close = sub.add_parser(
         "close-stale",

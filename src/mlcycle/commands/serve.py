@@ -9,7 +9,6 @@ copy, on 127.0.0.1 only, on a port that leaves ``make ui``'s 5000 free. Plain
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -24,8 +23,7 @@ DEFAULT_PORT = 5001
 
 @command
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mlcycle serve", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _common.parser("serve", __doc__)
     parser.add_argument("--model-uri", help="or as the first argument; default: models:/<registry.model_name>@<champion alias>")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT} (make ui uses 5000)")
     args = _common.parse(parser, argv)

@@ -16,6 +16,7 @@ import signal
 import time
 
 from mlcycle.cli import command
+from mlcycle.commands import _common
 from mlcycle.errors import MlcycleError
 
 STORAGE_ENV = "MLCYCLE_TUNE_STORAGE"
@@ -27,7 +28,7 @@ class WorkerError(MlcycleError):
 
 @command
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mlcycle tune-worker", description=__doc__.split("\n\n")[0])
+    parser = _common.parser("tune-worker", __doc__.split("\n\n")[0])
     parser.add_argument(
         "--tune-run-id", required=True,
         help="the tune stage run whose study to join, or the root run of its pipeline",

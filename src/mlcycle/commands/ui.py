@@ -7,7 +7,6 @@ runs this). A tracking server serves its own UI: then the page is printed, nothi
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -20,8 +19,7 @@ from mlcycle.commands import _common
 def main(argv: list[str]) -> int:
     from mlcycle.tracking import ui
 
-    parser = argparse.ArgumentParser(prog="mlcycle ui", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _common.parser("ui", __doc__)
     parser.add_argument("--tracking-uri", default=None,
                         help="store to show (default: MLFLOW_TRACKING_URI, else the project's sqlite store)")
     parser.add_argument("--port", type=int, default=ui.PORT, help=f"port on {ui.HOST} (default {ui.PORT})")

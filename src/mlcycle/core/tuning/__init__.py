@@ -14,25 +14,15 @@ The names below are the package's API (``from mlcycle.core import tuning``).
 """
 
 from mlcycle.core.tuning.figures import history_figure, study_figures
-from mlcycle.core.tuning.loop import work
 from mlcycle.core.tuning.objective import Objective, describe_objective, objective_from_description
-from mlcycle.core.tuning.optimize import jobs_worth_starting, optimize, summarize
-from mlcycle.core.tuning.space import (
-    best_by_family,
-    enqueue_each_family,
-    suggest,
-    suggest_configuration,
-)
+from mlcycle.core.tuning.optimize import optimize
+from mlcycle.core.tuning.space import best_by_family, suggest
 from mlcycle.core.tuning.storage import is_shared, make_pruner, make_sampler, open_storage
 from mlcycle.core.tuning.study import (
-    ERROR_ATTR,
     OWNER_ATTR,
-    Counts,
     Search,
     StudyResult,
     TrialResult,
-    TrialStarted,
-    WorkerStats,
     counts,
     load_study,
     reap_dead_trials,
@@ -41,9 +31,7 @@ from mlcycle.core.tuning.study import (
 )
 
 __all__ = [
-    "ERROR_ATTR", "OWNER_ATTR", "Counts", "Objective", "Search", "StudyResult", "TrialResult", "TrialStarted", "WorkerStats", "counts",
-    "describe_objective", "history_figure", "is_shared", "load_study", "make_pruner", "make_sampler", "objective_from_description",
-    "open_storage", "optimize", "reap_dead_trials", "search_for", "study_figures", "study_name", "suggest",
-    "suggest_configuration", "enqueue_each_family", "best_by_family",
-    "summarize", "jobs_worth_starting", "work",
+    "OWNER_ATTR", "Objective", "Search", "StudyResult", "TrialResult", "best_by_family", "counts", "describe_objective",
+    "history_figure", "is_shared", "load_study", "make_pruner", "make_sampler", "objective_from_description", "open_storage",
+    "optimize", "reap_dead_trials", "search_for", "study_figures", "study_name", "suggest",
 ]
