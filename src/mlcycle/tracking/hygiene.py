@@ -207,7 +207,7 @@ def open_experiment(tracking_uri: str, experiment_name: str, artifact_location: 
     return experiment_id
 
 
-def sweep(client: MlflowClient, experiment_ids: list[str], closed_by: str) -> list[Verdict]:
+def sweep(client: MlflowClient, experiment_ids: list[str], closed_by: str, now_ms: int | None = None) -> list[Verdict]:
     """Close (FAILED, with the reason) the RUNNING runs whose owner process on this host is
     gone, with the rest of their pipeline tree, the runs ``mlflow run`` created and never
     started anything in (``never_started``), and delete the ghosts among them. A live
@@ -215,7 +215,7 @@ def sweep(client: MlflowClient, experiment_ids: list[str], closed_by: str) -> li
     (only ``mlcycle runs close-stale --older-than`` closes those). Each change is logged; a store
     that refuses one (e.g. no EDIT permission) is a warning, never the command's failure."""
     try:
-        dead = [v for v in judge(client, running_runs(client, experiment_ids)) if v.action != KEEP]
+        dead = [v for v in judge(client, running_runs(client, experiment_ids), now_ms=now_ms) if v.action != KEEP]
         verdicts = with_trees(client, dead)
         failed = apply(client, verdicts, closed_by)
     except MlflowException as exc:
