@@ -213,7 +213,8 @@ def sweep(client: MlflowClient, experiment_ids: list[str], closed_by: str, now_m
     started anything in (``never_started``), and delete the ghosts among them. A live
     owner, another host's runs and other runs without owner tags are never touched here
     (only ``mlcycle runs close-stale --older-than`` closes those). Each change is logged; a store
-    that refuses one (e.g. no EDIT permission) is a warning, never the command's failure."""
+    that refuses one (e.g. no EDIT permission) is a warning, never the command's failure.
+    ``now_ms``: the clock ``judge`` uses (default: now)."""
     try:
         dead = [v for v in judge(client, running_runs(client, experiment_ids), now_ms=now_ms) if v.action != KEEP]
         verdicts = with_trees(client, dead)
