@@ -79,8 +79,14 @@ SHORTHANDS = {"cache=false": "cache.enabled=false", "cache=true": "cache.enabled
 DEBUG_HINT = " (MLCYCLE_DEBUG=1 shows the traceback)"
 
 
+# Set by deploy/kubernetes/kubernetes_job_template.yaml: MLflow's Kubernetes backend quotes
+# each word of the entry point's command for a shell (shlex.quote), but the container runs
+# it without one, so a word with a space or a quote arrives with the quotes in it.
+QUOTED_ARGV_ENV = "MLCYCLE_ARGV_SHELL_QUOTED"
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = process_argv() if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if argv else 2
@@ -96,6 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, _, function = target.partition(":")
     return int(getattr(importlib.import_module(module_name), function)(rest) or 0)
+
+
+def process_argv() -> list[str]:
+    """This process's arguments; under ``QUOTED_ARGV_ENV`` each word unquoted once (the
+    shell MLflow quoted it for would have done that)."""
+    argv = sys.argv[1:]
+    if os.environ.get(QUOTED_ARGV_ENV, "").lower() not in ("1", "true", "yes"):
+        return argv
+    return [words[0] if len(words := shlex.split(arg)) == 1 else arg for arg in argv]
 
 
 def command(fn: Callable[[list[str]], int | None]) -> Callable[[list[str]], int]:

@@ -212,3 +212,35 @@ def test_the_next_pipeline_closes_what_a_killed_pipeline_left_running(tiny_cfg, 
     for run_id in (alive, elsewhere, untagged):
         assert client.get_run(run_id).info.status == "RUNNING"
     assert client.get_run(result.run_id).info.status == "FINISHED"
+
+
+def test_project_runs_nothing_started_in_are_closed_and_started_ones_kept(store, monkeypatch):
+    """hygiene.never_started: after the grace, a run `mlflow run` made that no mlcycle command
+    ever tagged is closed by the sweep; a submitted Kubernetes Job (image pushed), a run an
+    mlcycle command attached to, and this process's own MLFLOW_RUN_ID are kept."""
+    from mlcycle.tracking import hygiene
+
+    client = MlflowClient()
+    exp = client.create_experiment("projects")
+    past = int(time.time() * 1000) - hygiene.SUBMIT_GRACE_S * 1000 - 1000
+    project = {"mlflow.source.type": "PROJECT", "mlflow.project.entryPoint": "main"}
+    k8s = {**project, "mlflow.project.backend": "kubernetes"}
+
+    def project_run(name, tags, start_time=past):
+        return client.create_run(exp, run_name=name, tags=tags, start_time=start_time).info.run_id
+
+    unbuilt = project_run("no-image", k8s)
+    local = project_run("env-build-died", project)
+    submitted = project_run("job-queued", {**k8s, hygiene.IMAGE_TAG: "sha256:0"})
+    attached = project_run("pod-running", {**k8s, hygiene.IMAGE_TAG: "sha256:0",
+                                           **replace(liveness.current(), host="pod-1").tags()})
+    recent = project_run("building-image", k8s, start_time=None)
+    mine = project_run("my-own", project)
+    monkeypatch.setenv("MLFLOW_RUN_ID", mine)
+
+    closed = hygiene.sweep(client, [exp], closed_by="test")
+    assert {v.run_id for v in closed} == {unbuilt, local}
+    assert "stopped before it pushed an image" in client.get_run(unbuilt).data.tags["mlcycle.error"]
+    assert "stopped before the entry point ran" in client.get_run(local).data.tags["mlcycle.error"]
+    for run_id in (submitted, attached, recent, mine):
+        assert client.get_run(run_id).info.status == "RUNNING"

@@ -1,8 +1,10 @@
 """``mlcycle runs close-stale``: end runs left RUNNING by a process that no longer exists.
 
 Runs whose owner process is gone end FAILED with ``mlcycle.error`` saying why; duplicates
-left by a retried ``runs/create`` are deleted. Runs owned by a live process are never touched;
-runs from another host (or made outside mlcycle) only with ``--older-than``.
+left by a retried ``runs/create`` are deleted. Runs that ``mlflow run`` created and never
+started anything in (e.g. ``--backend kubernetes`` stopped before it pushed an image) are
+closed 30 min after they started. Runs owned by a live process are never touched; runs
+from another host (or made outside mlcycle) only with ``--older-than``.
 The tracking store is ``MLFLOW_TRACKING_URI`` or the configured one (overrides such as
 ``mlflow=server`` are accepted, as for ``mlcycle train``).
 """

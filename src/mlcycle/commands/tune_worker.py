@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, terminate)
     from mlcycle.commands import _common
     from mlcycle.config.load import compose
+    from mlcycle.core import liveness
     from mlcycle.tracking.runs import (
         KIND_PIPELINE,
         KIND_TAG,
@@ -112,6 +113,11 @@ def run(args: argparse.Namespace) -> int:
     if tune_run.data.params.get("storage", "memory") == "memory":
         raise WorkerError(f"tune run {args.tune_run_id} kept its study in memory; nothing to join")
 
+    if run_id := os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run -e tune_worker`
+        # its owner now, not at the end: the stale-run sweep closes a project run that
+        # carries no mlcycle tag after its grace period (hygiene.never_started)
+        for key, value in {**liveness.current().tags(), KIND_TAG: KIND_TUNE_WORKER}.items():
+            client.set_tag(run_id, key, value)
     started = time.perf_counter()
     objective, search = fetch_objective(args.tune_run_id, storage)
     prepared = time.perf_counter() - started
@@ -128,7 +134,6 @@ def run(args: argparse.Namespace) -> int:
     )
     result = done.result
     if run_id := os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run -e tune_worker`
-        client.set_tag(run_id, KIND_TAG, KIND_TUNE_WORKER)
         client.set_tag(run_id, "mlcycle.tune_run_id", args.tune_run_id)
         client.log_metric(run_id, "trials_run", result.n_run)
     print(

@@ -13,6 +13,8 @@ RUNNING past the next command:
   - a duplicate left by a retried ``runs/create`` (another run holds its create token)
     -> delete (``runs.end_ghost``);
   - owner gone (no such pid, or the pid now belongs to another process) -> close;
+  - a run MLflow's project submitter (``mlflow run``) created and nothing ever started in
+    (``never_started``, after ``SUBMIT_GRACE_S``) -> close;
   - owner on another host, or no owner tags (runs made outside mlcycle): liveness cannot
     be proved, so closed only with ``older_than`` and only when started before that.
 
@@ -55,6 +57,14 @@ log = logging.getLogger(__name__)
 CLOSED_TAG = "mlcycle.closed_stale"
 CLOSE, DELETE, KEEP = "close", "delete", "keep"
 BY_COMMAND = "`mlcycle runs close-stale`"
+
+# MLflow's project submitter (`mlflow run`) creates its run before it builds anything: a
+# uv environment (local backend), or a Docker image it builds and pushes (Kubernetes). An
+# mlcycle entry point tags that run with its owner within seconds of starting; a run with
+# no mlcycle tag after this long was never started, and nothing will ever end it.
+SUBMIT_GRACE_S = 30 * 60
+# MLflow's own tags (mlflow.utils.mlflow_tags), read here only
+SOURCE_TYPE_TAG, BACKEND_TAG, IMAGE_TAG = "mlflow.source.type", "mlflow.project.backend", "mlflow.docker.image.id"
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,8 @@ def judge(client: MlflowClient, runs: list[Run], older_than_s: float | None = No
             action, reason = DELETE, f"duplicate of run {twin} (created by a retried request)"
         elif alive is False:
             action, reason = CLOSE, f"{owner.describe()} is gone"
+        elif (never := never_started(run, now_ms)) is not None:
+            action, reason = CLOSE, never
         elif old_enough:
             where = owner.describe() if owner else "an unknown process"
             action, reason = CLOSE, f"started by {where} more than {older_than_s / 3600:g} h ago"
@@ -116,6 +128,37 @@ def judge(client: MlflowClient, runs: list[Run], older_than_s: float | None = No
             action, reason = KEEP, f"cannot tell whether it is alive: {where}; use --older-than"
         verdicts.append(Verdict(info.run_id, info.run_name or "", info.experiment_id, action, reason))
     return verdicts
+
+
+def never_started(run: Run, now_ms: int) -> str | None:
+    """Why MLflow's project submitter demonstrably never started anything in ``run``, or None.
+
+    A run ``mlflow run`` created (``mlflow.source.type=PROJECT``) that carries no mlcycle tag
+    ``SUBMIT_GRACE_S`` after it started: with ``--backend kubernetes`` and no
+    ``mlflow.docker.image.id``, the submitter stopped before it pushed an image (no Docker,
+    no ``kubernetes`` package, a failed build or push: no Job exists); with the local backend
+    (no backend tag), the environment build or the submitter died before the entry point
+    ran. Never these: the run this process is attached to (``MLFLOW_RUN_ID``); a Kubernetes
+    run with an image (its Job may still be queued; a started pod tags the run with its
+    owner at once); other backends (e.g. Databricks).
+    """
+    tags = run.data.tags
+    if (
+        tags.get(SOURCE_TYPE_TAG) != "PROJECT"
+        or run.info.run_id == os.environ.get("MLFLOW_RUN_ID")
+        or any(key.startswith("mlcycle.") for key in tags)
+        or now_ms - (run.info.start_time or now_ms) < SUBMIT_GRACE_S * 1000
+    ):
+        return None
+    after = f"no mlcycle command started in it within {SUBMIT_GRACE_S // 60} min"
+    backend = tags.get(BACKEND_TAG, "local")
+    if backend == "kubernetes" and IMAGE_TAG not in tags:
+        return (f"`mlflow run --backend kubernetes` created it and stopped before it pushed an image, "
+                f"so no Job was started ({after}); see that command's output, then run it again")
+    if backend == "local":
+        return (f"`mlflow run` created it and stopped before the entry point ran ({after}: "
+                f"e.g. no `kubernetes` package, a failed environment build); see its output")
+    return None
 
 
 def with_trees(client: MlflowClient, verdicts: list[Verdict]) -> list[Verdict]:
@@ -164,14 +207,16 @@ def open_experiment(tracking_uri: str, experiment_name: str, artifact_location: 
     return experiment_id
 
 
-def sweep(client: MlflowClient, experiment_ids: list[str], closed_by: str) -> list[Verdict]:
+def sweep(client: MlflowClient, experiment_ids: list[str], closed_by: str, now_ms: int | None = None) -> list[Verdict]:
     """Close (FAILED, with the reason) the RUNNING runs whose owner process on this host is
-    gone, with the rest of their pipeline tree, and delete the ghosts among them. A live
-    owner, another host's runs and runs without owner tags are never touched here (only
-    ``mlcycle runs close-stale --older-than`` closes those). Each change is logged; a store
-    that refuses one (e.g. no EDIT permission) is a warning, never the command's failure."""
+    gone, with the rest of their pipeline tree, the runs ``mlflow run`` created and never
+    started anything in (``never_started``), and delete the ghosts among them. A live
+    owner, another host's runs and other runs without owner tags are never touched here
+    (only ``mlcycle runs close-stale --older-than`` closes those). Each change is logged; a store
+    that refuses one (e.g. no EDIT permission) is a warning, never the command's failure.
+    ``now_ms``: the clock ``judge`` uses (default: now)."""
     try:
-        dead = [v for v in judge(client, running_runs(client, experiment_ids)) if v.action != KEEP]
+        dead = [v for v in judge(client, running_runs(client, experiment_ids), now_ms=now_ms) if v.action != KEEP]
         verdicts = with_trees(client, dead)
         failed = apply(client, verdicts, closed_by)
     except MlflowException as exc:
