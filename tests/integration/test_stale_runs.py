@@ -217,7 +217,8 @@ def test_the_next_pipeline_closes_what_a_killed_pipeline_left_running(tiny_cfg, 
 def test_project_runs_nothing_started_in_are_closed_and_started_ones_kept(store, monkeypatch):
     """hygiene.never_started: after the grace, a run `mlflow run` made that no mlcycle command
     ever tagged is closed by the sweep; a submitted Kubernetes Job (image pushed), a run an
-    mlcycle command attached to, and this process's own MLFLOW_RUN_ID are kept."""
+    mlcycle command attached to, a launched local entry point (any project's) and this
+    process's own MLFLOW_RUN_ID are kept."""
     from mlcycle.tracking import hygiene
 
     client = MlflowClient()
@@ -235,6 +236,7 @@ def test_project_runs_nothing_started_in_are_closed_and_started_ones_kept(store,
     attached = project_run("pod-running", {**k8s, hygiene.IMAGE_TAG: "sha256:0",
                                            **replace(liveness.current(), host="pod-1").tags()})
     recent = project_run("building-image", k8s, start_time=None)
+    launched = project_run("other-project-job", {**project, "mlflow.project.backend": "local"})
     mine = project_run("my-own", project)
     monkeypatch.setenv("MLFLOW_RUN_ID", mine)
 
@@ -242,5 +244,5 @@ def test_project_runs_nothing_started_in_are_closed_and_started_ones_kept(store,
     assert {v.run_id for v in closed} == {unbuilt, local}
     assert "stopped before it pushed an image" in client.get_run(unbuilt).data.tags["mlcycle.error"]
     assert "stopped before the entry point ran" in client.get_run(local).data.tags["mlcycle.error"]
-    for run_id in (submitted, attached, recent, mine):
+    for run_id in (submitted, attached, recent, launched, mine):
         assert client.get_run(run_id).info.status == "RUNNING"

@@ -136,11 +136,12 @@ def never_started(run: Run, now_ms: int) -> str | None:
     A run ``mlflow run`` created (``mlflow.source.type=PROJECT``) that carries no mlcycle tag
     ``SUBMIT_GRACE_S`` after it started: with ``--backend kubernetes`` and no
     ``mlflow.docker.image.id``, the submitter stopped before it pushed an image (no Docker,
-    no ``kubernetes`` package, a failed build or push: no Job exists); with the local backend
-    (no backend tag), the environment build or the submitter died before the entry point
-    ran. Never these: the run this process is attached to (``MLFLOW_RUN_ID``); a Kubernetes
-    run with an image (its Job may still be queued; a started pod tags the run with its
-    owner at once); other backends (e.g. Databricks).
+    no ``kubernetes`` package, a failed build or push: no Job exists); with no backend tag,
+    the submitter died before it launched the entry point (MLflow tags ``local`` right after
+    launching it). Never these: the run this process is attached to (``MLFLOW_RUN_ID``); a
+    launched local entry point (whatever it is: it may be another project's long job); a
+    Kubernetes run with an image (its Job may still be queued; a started pod tags the run
+    with its owner at once); other backends (e.g. Databricks).
     """
     tags = run.data.tags
     if (
@@ -151,11 +152,11 @@ def never_started(run: Run, now_ms: int) -> str | None:
     ):
         return None
     after = f"no mlcycle command started in it within {SUBMIT_GRACE_S // 60} min"
-    backend = tags.get(BACKEND_TAG, "local")
+    backend = tags.get(BACKEND_TAG)  # the local backend sets it once the entry point is launched
     if backend == "kubernetes" and IMAGE_TAG not in tags:
         return (f"`mlflow run --backend kubernetes` created it and stopped before it pushed an image, "
                 f"so no Job was started ({after}); see that command's output, then run it again")
-    if backend == "local":
+    if backend is None:
         return (f"`mlflow run` created it and stopped before the entry point ran ({after}: "
                 f"e.g. no `kubernetes` package, a failed environment build); see its output")
     return None
