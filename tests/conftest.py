@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,3 +134,18 @@ def orchestration_facts(path: Path) -> tuple[set[str], dict]:
         if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "EXIT_CODES" for t in n.targets)
     )
     return {m.split(".")[0] for m in imported if m}, codes
+
+
+def stop_group(process: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM to a server's whole process group (started with ``start_new_session=True``),
+    SIGKILL when it has not exited after ``timeout`` seconds."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    except ProcessLookupError:
+        pass

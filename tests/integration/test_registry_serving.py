@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +21,7 @@ import numpy as np
 import pytest
 
 from mlcycle import pipeline
-from tests.conftest import subprocess_env
+from tests.conftest import stop_group, subprocess_env
 
 
 def free_port() -> int:
@@ -77,12 +75,7 @@ def serving(store: str, tmp_path: Path, *overrides: str) -> Iterator[str]:
         assert "verified" in log.read_text().splitlines()[0]
         yield base
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 @pytest.fixture

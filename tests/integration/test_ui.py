@@ -9,9 +9,7 @@ view parameter show the GenAI pages: the markers below can fail.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -22,7 +20,7 @@ import pytest
 
 from mlcycle.config.load import source_checkout
 from tests.browser import CHROMIUM, CHROMIUM_FLAGS, NO_CHROMIUM
-from tests.conftest import TINY, subprocess_env
+from tests.conftest import TINY, stop_group, subprocess_env
 from tests.server.harness import free_port, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)]
@@ -63,12 +61,7 @@ def mlcycle_ui(store: str, root: Path) -> Iterator[tuple[int, str]]:
         assert process.poll() is None, f"mlcycle ui exited: {log.read_text()[-2000:]}"
         yield port, log.read_text().splitlines()[0]
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process, timeout=60)
 
 
 def test_the_printed_links_open_the_runs_table_and_the_run_page(store, tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tests.conftest import TINY
+from tests.conftest import TINY, stop_group
 
 POSTGRES_ENV = "MLCYCLE_TEST_POSTGRES_URI"
 ENABLE_HINT = (
@@ -194,14 +193,7 @@ class MlflowServer:
         """SIGTERM to the whole process group (server + uvicorn worker), SIGKILL after 20 s."""
         if self.process is None or self.process.poll() is not None:
             return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        stop_group(self.process)
         wait_for(lambda: not _port_open(self.port), 20, f"port {self.port} to close")
 
     def log_tail(self, lines: int = 40) -> str:
