@@ -27,7 +27,7 @@ from mlcycle.tracking.runs import STUDY_TAG, ActiveRun
 from mlcycle.tracking.trials import writer_kind
 
 FAMILY_BEST, FAMILY_TRIALS = "best_cv_score_", "family_trials_"  # + family name: model=auto's tune run
-LOGGED = ("sampler", "pruner", "n_trials", "cv_folds", "n_jobs", "parallel", "blas_threads")  # tune.* as params
+LOGGED = ("sampler", "pruner", "n_trials", "cv_folds", "n_jobs", "parallel", "blas_threads", "fidelity", "cheap_start")  # tune.* as params
 
 
 def run(state: State, cfg: Config, run: ActiveRun) -> State:
@@ -36,7 +36,7 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     specs = families(cfg.model, schema.task)  # one, or model=auto's several
     # One recipe for the objective, here and on any machine that joins the study.
     description = tuning.describe_objective(schema, state.plan, cfg.preprocess, dict(cfg.data.derived_features),
-                                            specs, metric, tune.cv_folds, cfg.seed, bool(cfg.data.time_column))
+                                            specs, metric, tune.cv_folds, cfg.seed, bool(cfg.data.time_column), tune.fidelity)
     rows = state.train[[*schema.features, schema.target]]
     started = time.perf_counter()
     objective = tuning.objective_from_description(description, rows)  # folds prepared once, up front

@@ -6,6 +6,7 @@ The study maximises or minimises the mean cross-validated score of the primary m
 * ``space``: a trial's draw (one family's parameters, or a family and then its parameters);
 * ``study``: the search settings, opening and counting a study, reaping dead trials;
 * ``loop``: the trial loop every worker runs;
+* ``fidelity``: low-fidelity rungs (``tune.fidelity=subsample``: subsamples of each fold's rows);
 * ``storage``: Optuna storages, samplers and pruners;
 * ``optimize``: one invocation's trials in threads or processes, the summary;
 * ``figures``: the optimization history and the parameter importances.
@@ -13,6 +14,7 @@ The study maximises or minimises the mean cross-validated score of the primary m
 The names below are the package's API (``from mlcycle.core import tuning``).
 """
 
+from mlcycle.core.tuning.fidelity import FULL_STEP, RUNGS
 from mlcycle.core.tuning.figures import history_figure, study_figures
 from mlcycle.core.tuning.loop import work
 from mlcycle.core.tuning.objective import Objective, describe_objective, objective_from_description
@@ -41,7 +43,7 @@ from mlcycle.core.tuning.study import (
 )
 
 __all__ = [
-    "ERROR_ATTR", "OWNER_ATTR", "Counts", "Objective", "Search", "StudyResult", "TrialResult", "TrialStarted", "WorkerStats", "counts",
+    "FULL_STEP", "RUNGS", "ERROR_ATTR", "OWNER_ATTR", "Counts", "Objective", "Search", "StudyResult", "TrialResult", "TrialStarted", "WorkerStats", "counts",
     "describe_objective", "history_figure", "is_shared", "load_study", "make_pruner", "make_sampler", "objective_from_description",
     "open_storage", "optimize", "reap_dead_trials", "search_for", "study_figures", "study_name", "suggest",
     "suggest_configuration", "enqueue_each_family", "best_by_family",
