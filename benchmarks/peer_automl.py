@@ -127,6 +127,10 @@ def mlcycle_run(overrides: list[str]) -> tuple[object, dict]:
         "trials": tune.data.metrics.get("trials_complete", 0) + tune.data.metrics.get("trials_pruned", 0),
         "best_family": tune.data.params.get("best_family"), "load": load,
         "pruned": tune.data.metrics.get("trials_pruned", 0),
+        "family_cv": {k.removeprefix("best_cv_score_"): v for k, v in tune.data.metrics.items()
+                      if k.startswith("best_cv_score_")},  # model=auto: the best CV score of each family
+        "cv": next((v for k, v in tune.data.metrics.items() if k.startswith("best_cv_")
+                    and not k.startswith("best_cv_score_")), None),
     }
 
 
