@@ -3,7 +3,9 @@ on the same train/validation/test splits.
 
 For each data set: mlcycle's default (`model=hist_gradient_boosting`, `tune.n_trials`
 trials) runs first; its tune stage's wall time is THE budget. Then `model=auto` with
-`tune.timeout` = that budget (and no trial limit), then FLAML's `AutoML.fit` with
+`tune.timeout` = that budget (and no trial limit), once per variant (``--auto``, side by
+side in one run: by default the first round of random draws, the cheap starts, and the
+cheap starts with low-fidelity trials promoted by successive halving), then FLAML's `AutoML.fit` with
 `time_budget` = that budget on the rows mlcycle fitted on (train + validation; FLAML does
 its own validation), scored on mlcycle's test split with mlcycle's own metric code.
 Metrics: ROC AUC (binary; macro one-vs-rest for multiclass) and accuracy, R² for regression.
@@ -14,7 +16,10 @@ subprocess that reads the splits from Parquet and writes its test predictions ba
     make flaml-venv      # .venv-flaml: flaml[automl] (FLAML 2.7, LightGBM, XGBoost), pandas, pyarrow
     .venv/bin/python benchmarks/peer_automl.py                          # all four data sets
     .venv/bin/python benchmarks/peer_automl.py --datasets breast_cancer --trials 10   # a quick check
-    .venv/bin/python benchmarks/peer_automl.py --auto "tune.pruner=median"           # a variant of auto
+    .venv/bin/python benchmarks/peer_automl.py --auto "" --auto "tune.pruner=median"  # auto variants of your own
+
+Each row records the 1-minute load average just before that system ran (the machine may be
+shared: read close numbers with it).
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ from pathlib import Path
 from _common import ROOT, compose  # this checkout's src first on sys.path
 
 DATASETS = ("ecommerce", "breast_cancer", "wine", "diabetes")
+AUTO_VARIANTS = (  # model=auto variants run side by side (issue 18: measured, not assumed)
+    "tune.cheap_start=false",  # each family's first trial a random draw (before tune.cheap_start)
+    "tune.cheap_start=true",  # each family's first trial at its conf/model start point
+    "tune.cheap_start=true tune.fidelity=subsample tune.pruner=successive_halving",  # + 1/9, 1/3 rungs
+)
 QUIET = ["registry.enabled=false", "report.enabled=false", "evaluate.plots=false", "tune.plots=false",
          "tune.progress_bar=false", "cache.enabled=false"]
 
@@ -69,9 +79,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--trials", type=int, default=20, help="mlcycle default's tune.n_trials (sets the budget)")
     parser.add_argument("--flaml-python", default=str(ROOT / ".venv-flaml" / "bin" / "python"))
     parser.add_argument("--n-jobs", type=int, default=os.cpu_count() or 1, help="FLAML's n_jobs (mlcycle: tune.n_jobs auto)")
-    parser.add_argument("--auto", default="", help="extra overrides for the model=auto runs, space-separated")
+    parser.add_argument("--auto", action="append", default=None,
+                        help="one model=auto variant: extra overrides, space-separated (repeat for several; "
+                             f"default: {' | '.join(AUTO_VARIANTS)})")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
+    args.auto = AUTO_VARIANTS if args.auto is None else tuple(args.auto)
     if not Path(args.flaml_python).exists():
         print(f"no FLAML environment at {args.flaml_python}: python3 -m venv .venv-flaml && "
               ".venv-flaml/bin/pip install 'flaml[automl]' pandas pyarrow", file=sys.stderr)
@@ -102,6 +115,7 @@ def mlcycle_run(overrides: list[str]) -> tuple[object, dict]:
     from mlcycle import pipeline
     from mlcycle.tracking.runs import find_stage, seconds_of
 
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     result = pipeline.run(compose([*QUIET, *overrides]))
     total = time.perf_counter() - started
@@ -111,7 +125,12 @@ def mlcycle_run(overrides: list[str]) -> tuple[object, dict]:
     return result.state, {
         "tune_seconds": seconds_of(tune.data.metrics), "total_seconds": total,
         "trials": tune.data.metrics.get("trials_complete", 0) + tune.data.metrics.get("trials_pruned", 0),
-        "best_family": tune.data.params.get("best_family"),
+        "best_family": tune.data.params.get("best_family"), "load": load,
+        "pruned": tune.data.metrics.get("trials_pruned", 0),
+        "family_cv": {k.removeprefix("best_cv_score_"): v for k, v in tune.data.metrics.items()
+                      if k.startswith("best_cv_score_")},  # model=auto: the best CV score of each family
+        "cv": next((v for k, v in tune.data.metrics.items() if k.startswith("best_cv_")
+                    and not k.startswith("best_cv_score_")), None),
     }
 
 
@@ -142,11 +161,12 @@ def compare(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
     rows = [{"data": name, "rows": len(state.data.frame), "system": "mlcycle default", "budget": budget, **default,
              **scores(schema.task, y, state.model.predict(X), proba, schema.classes)}]
 
-    auto_state, auto = mlcycle_run([*data, "model=auto", "tune.n_trials=100000", f"tune.timeout={budget}",
-                                    *args.auto.split()])
-    proba = auto_state.model.predict_proba(X) if schema.task.value != "regression" else None
-    rows.append({"data": name, "rows": len(state.data.frame), "system": "mlcycle model=auto", "budget": budget, **auto,
-                 **scores(schema.task, y, auto_state.model.predict(X), proba, schema.classes)})
+    for variant in args.auto:
+        auto_state, auto = mlcycle_run([*data, "model=auto", "tune.n_trials=100000", f"tune.timeout={budget}",
+                                        *variant.split()])
+        proba = auto_state.model.predict_proba(X) if schema.task.value != "regression" else None
+        rows.append({"data": name, "rows": len(state.data.frame), "system": f"mlcycle model=auto {variant}".strip(),
+                     "budget": budget, **auto, **scores(schema.task, y, auto_state.model.predict(X), proba, schema.classes)})
 
     folder = root / f"flaml-{name}"
     folder.mkdir()
@@ -158,6 +178,7 @@ def compare(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
     metric = {"binary": "roc_auc", "multiclass": "roc_auc_ovr", "regression": "r2"}[schema.task.value]
     script = folder / "run_flaml.py"
     script.write_text(FLAML_SCRIPT)
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     subprocess.run([args.flaml_python, str(script), str(folder), schema.task.value, metric, str(budget),
                     "42", str(args.n_jobs)], check=True)
@@ -170,21 +191,23 @@ def compare(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
         proba = predictions[[f"p{i}" for i in order]].to_numpy()
     rows.append({"data": name, "rows": len(state.data.frame), "system": "FLAML", "budget": budget,
                  "tune_seconds": out["seconds"], "total_seconds": total, "trials": None,
-                 "best_family": out["best_estimator"],
+                 "best_family": out["best_estimator"], "load": load,
                  **scores(schema.task, y, np.asarray(predictions["prediction"]), proba, schema.classes)})
     return rows
 
 
 def print_table(results: list[dict]) -> None:
-    print("\n| data | rows | system | budget s | search s | total s | trials | best family | ROC AUC | accuracy | R² |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| data | rows | system | load | budget s | search s | total s | trials (pruned) | best family | ROC AUC | "
+          "accuracy | R² |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     def number(r: dict, key: str, digits: int = 4) -> str:
         return f"{r[key]:.{digits}f}" if r.get(key) is not None else ""
 
     for r in results:
         f = lambda key, digits=4, r=r: number(r, key, digits)  # noqa: E731
-        print(f"| {r['data']} | {r['rows']:,} | {r['system']} | {r['budget']:.0f} | {f('tune_seconds', 1)} | "
-              f"{f('total_seconds', 1)} | {r['trials'] if r['trials'] is not None else ''} | {r['best_family'] or ''} | "
+        trials = f"{r['trials']:.0f} ({r.get('pruned', 0):.0f})" if r["trials"] is not None else ""
+        print(f"| {r['data']} | {r['rows']:,} | {r['system']} | {f('load', 2)} | {r['budget']:.0f} | {f('tune_seconds', 1)} | "
+              f"{f('total_seconds', 1)} | {trials} | {r['best_family'] or ''} | "
               f"{f('roc_auc')} | {f('accuracy')} | {f('r2')} |")
     sys.stdout.flush()
 

@@ -62,6 +62,14 @@ def test_open_dicts_still_take_new_keys():
          "model.families.random_forest.classifier.params: The 'n_estimators' parameter of RandomForestClassifier"),
         (["model=auto", "+model.families.extra_trees.classifier.search_space.depth={type:int,low:1,high:3}"],
          "model.families.extra_trees.classifier.search_space.depth: ExtraTreesClassifier has no parameter 'depth'"),
+        (["model=auto", "model.families.hist_gradient_boosting.classifier.start.learning_rate=0.5"],
+         "model.families.hist_gradient_boosting.classifier.start.learning_rate: 0.5 is outside the search space [0.02, 0.3]"),
+        (["model=random_forest", "model.regressor.start.max_depth=7.5"],
+         "model.regressor.start.max_depth: 7.5 is outside the search space [3, 20]"),
+        (["model=logistic_regression", "model.classifier.start.class_weight=weird"],
+         "model.classifier.start.class_weight: 'weird' is outside the search space [None, 'balanced']"),
+        (["model=logistic_regression", "+model.classifier.start.tol=0.1"],
+         "model.classifier.start.tol: 'tol' is not in the search space"),
     ],
 )
 def test_estimator_parameters_are_checked_by_scikit_learn_before_any_run(overrides, message):

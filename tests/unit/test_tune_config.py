@@ -29,6 +29,8 @@ def test_every_sampler_option_composes_with_the_documented_defaults(option):
         (["tune.storage=redis://localhost"], "tune.storage 'redis://localhost'"),
         (["tune.grace_period=5", "tune.heartbeat_interval=10"], "grace_period larger"),
         (["tune.timeout=0"], "tune.timeout must be positive"),
+        (["tune.fidelity=subsample"], "tune.fidelity=subsample reports low-fidelity scores for a pruner"),
+        (["tune.fidelity=half"], r"tune.fidelity=half.*one of \[none, subsample\]"),
     ],
 )
 def test_bad_tuning_settings_fail_in_one_line(overrides, message):

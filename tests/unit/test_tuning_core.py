@@ -63,7 +63,7 @@ def test_seeded_sampler_repeats_the_same_trials():
 
 @pytest.mark.parametrize("name", ["none", "median", "successive_halving", "hyperband"])
 def test_pruners_build(name):
-    pruner = tuning.make_pruner(name, n_folds=5, startup_trials=2)
+    pruner = tuning.make_pruner(name, n_steps=5, startup_trials=2)
     assert isinstance(pruner, optuna.pruners.BasePruner)
 
 

@@ -79,6 +79,11 @@ class Pruner(StrEnum):
     hyperband = "hyperband"
 
 
+class Fidelity(StrEnum):
+    none = "none"  # every trial scores all of each fold's training rows
+    subsample = "subsample"  # first 1/9, then 1/3 of them, promoted by the pruner (core/tuning/fidelity.py)
+
+
 class Parallel(StrEnum):
     thread = "thread"  # n_jobs threads in this process
     process = "process"  # n_jobs processes (this one + n_jobs - 1 spawned workers)
@@ -179,6 +184,9 @@ class EstimatorSpec:
     params: dict[str, Any] = field(default_factory=dict)
     # name -> {type: float|int|categorical, low, high, log, choices}
     search_space: dict[str, Any] = field(default_factory=dict)
+    # name -> value: a known-cheap, known-good point of the search space that a search over
+    # several families tries first for this family (tune.cheap_start); a subset of search_space
+    start: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -250,6 +258,10 @@ class TuneConfig(Checked):
     seed: int = "${seed}"  # type: ignore[assignment]
     pruner: Pruner = Pruner.none  # fed by the mean score over the folds so far
     pruner_startup_trials: int = 5  # trials that finish before any is pruned
+    # subsample: each trial first fits on 1/9, then 1/3 of each fold's training rows, reporting
+    # each rung to the pruner (successive_halving/hyperband promote the best); needs a pruner
+    fidelity: Fidelity = Fidelity.none
+    cheap_start: bool = True  # several families: each family's first trial at its model's `start`
     n_jobs: int | None = None  # trials in parallel in this invocation; null: auto (core/tuning/optimize.py)
     parallel: Parallel = Parallel.process
     blas_threads: int | None = 1  # BLAS threads per trial; null: the library default
@@ -265,6 +277,11 @@ class TuneConfig(Checked):
     plots: bool = True  # optimization history and parameter importances on the tune run
 
     def check(self) -> None:
+        self.require(
+            self.fidelity is Fidelity.none or self.pruner is not Pruner.none,
+            "tune.fidelity=subsample reports low-fidelity scores for a pruner to act on: set "
+            "tune.pruner=successive_halving (or hyperband, median)",
+        )
         self.require(
             self.grace_period > self.heartbeat_interval,
             "tune.heartbeat_interval must be >= 1 and tune.grace_period larger than it, got "

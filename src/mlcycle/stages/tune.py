@@ -30,7 +30,7 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     specs = families(cfg.model, schema.task)  # one, or model=auto's several
     # One recipe for the objective, here and on any machine that joins the study.
     description = tuning.describe_objective(schema, state.plan, cfg.preprocess, dict(cfg.data.derived_features),
-                                            specs, metric, tune.cv_folds, cfg.seed, bool(cfg.data.time_column))
+                                            specs, metric, tune.cv_folds, cfg.seed, bool(cfg.data.time_column), tune.fidelity)
     rows = state.train[[*schema.features, schema.target]]
     started = time.perf_counter()
     objective = tuning.objective_from_description(description, rows)  # folds prepared once, up front

@@ -29,6 +29,7 @@ from mlcycle.core.evaluation import greater_is_better
 from mlcycle.core.masking import mask_uri
 from mlcycle.core.progress import TrialProgress
 from mlcycle.core.tuning import (
+    FULL_STEP,
     Objective,
     Search,
     StudyResult,
@@ -81,7 +82,7 @@ class StudyRun:
 
 # the tune run of model=auto: each family's best CV score and finished trials (+ its name)
 FAMILY_BEST, FAMILY_TRIALS = "best_cv_score_", "family_trials_"
-LOGGED = ("sampler", "pruner", "n_trials", "cv_folds", "parallel", "blas_threads")  # tune.* as the tune run's params
+LOGGED = ("sampler", "pruner", "n_trials", "cv_folds", "parallel", "blas_threads", "fidelity", "cheap_start")  # tune.* as the tune run's params
 
 
 def log_search(run: ActiveRun, search: Search, metric: str, specs: dict[str, EstimatorSpec], threads_per_fit: int | None) -> None:
@@ -157,6 +158,12 @@ def trial_record(result: TrialResult, metric: str) -> TrialRecord:
     if result.pruned_step is not None:
         tags["mlcycle.pruned_at_fold"] = str(result.pruned_step)
         metrics[f"partial_cv_{metric}"] = sum(result.fold_scores) / len(result.fold_scores)
+    for step, value in result.rung_scores:  # tune.fidelity=subsample: CV score on step/9 of the rows
+        metrics[f"cv_{metric}_rows_{step}_{FULL_STEP}"] = value
+    if result.state == "PRUNED" and result.pruned_step is None and result.rung_scores:
+        step, value = result.rung_scores[-1]
+        tags["mlcycle.pruned_at_rows"] = f"{step}/{FULL_STEP}"
+        metrics[f"partial_cv_{metric}"] = value
     if result.error:
         tags[ERROR_TAG] = result.error[:MAX_TAG_LENGTH]
     return TrialRecord(

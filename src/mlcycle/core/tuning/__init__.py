@@ -6,6 +6,7 @@ The study maximises or minimises the mean cross-validated score of the primary m
 * ``space``: a trial's draw (one family's parameters, or a family and then its parameters);
 * ``study``: the search settings, opening and counting a study, reaping dead trials;
 * ``loop``: the trial loop every worker runs;
+* ``fidelity``: low-fidelity rungs (``tune.fidelity=subsample``: subsamples of each fold's rows);
 * ``storage``: Optuna storages, samplers and pruners;
 * ``optimize``: one invocation's trials in threads or processes, the summary;
 * ``figures``: the optimization history and the parameter importances.

@@ -2,7 +2,10 @@
 tune-worker`` on another machine). Pure: no mlflow, no hydra.
 
 Each trial draws a configuration (``space``), scores it fold by fold and reports the mean
-of the folds so far, so a pruner can stop a hopeless trial after its first folds. Results
+of the folds so far, so a pruner can stop a hopeless trial after its first folds; with
+``tune.fidelity=subsample`` it reports instead its mean over the folds fitted on 1/9, then
+1/3 of their training rows (``fidelity``), and scores all the rows only if the pruner lets
+it go on. Results
 reach the caller through ``on_trial`` (the tune stage turns them into MLflow runs off the
 trial's critical path). ``n_trials`` counts the study's finished trials (``study.counts``),
 so a resumed study runs only what is missing.
@@ -23,6 +26,7 @@ from optuna.trial import TrialState
 
 from mlcycle.core.liveness import owner_token
 from mlcycle.core.modeling import build_estimator, iter_fold_scores
+from mlcycle.core.tuning.fidelity import FULL_STEP
 from mlcycle.core.tuning.objective import Objective
 from mlcycle.core.tuning.space import suggest_configuration
 from mlcycle.core.tuning.storage import LOCK_TIMEOUT, claim_lock
@@ -92,6 +96,8 @@ def work(
     errors: dict[int, str] = {}
     pruned_at: dict[int, int] = {}
     drawn: dict[int, str] = {}  # trial -> family
+    rung_scores: dict[int, list[tuple[int, float]]] = {}  # trial -> (step, mean score) per low-fidelity rung
+    how = (objective.metric, objective.task, objective.classes)
 
     claim = (claim_lock(search) if shared else None) or NO_LOCK
 
@@ -107,9 +113,20 @@ def work(
             family, params = suggest_configuration(trial, objective.families)
             drawn[trial.number] = family
             estimator = build_estimator(objective.families[family], params, objective.seed)
+            for step, rung in objective.rungs:  # tune.fidelity=subsample: 1/9, then 1/3 of the rows
+                try:
+                    value = float(np.mean(list(iter_fold_scores(estimator, list(rung), *how))))
+                except Exception:  # noqa: BLE001 - a subsample too small for it is no fault of the configuration
+                    continue
+                if not math.isfinite(value):
+                    continue  # undefined on a subsample: the pruner hears of this trial at the next step
+                rung_scores.setdefault(trial.number, []).append((step, value))
+                trial.report(value, step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at {step}/{FULL_STEP} of the training rows")
             scores = fold_scores.setdefault(trial.number, [])
             folds = list(objective.folds)
-            for step, value in enumerate(iter_fold_scores(estimator, folds, objective.metric, objective.task, objective.classes)):
+            for step, value in enumerate(iter_fold_scores(estimator, folds, *how)):
                 scores.append(value)
                 if not math.isfinite(value):
                     # undefined on this fold (roc_auc of a one-class fold) or overflowed: the mean
@@ -117,7 +134,8 @@ def work(
                     errors[trial.number] = f"{objective.metric} = {value} on CV fold {step + 1} of {len(folds)}"
                     trial.set_user_attr(ERROR_ATTR, errors[trial.number])
                     return float("nan")
-                if pruning and step < len(folds) - 1:
+                if pruning and not objective.rungs and step < len(folds) - 1:
+                    # without low-fidelity rungs (none, or none with MIN_ROWS rows)
                     # step = folds scored so far: the resource the pruner compares trials on
                     trial.report(float(np.mean(scores)), step + 1)
                     if trial.should_prune():
@@ -149,6 +167,7 @@ def work(
             pruned_step=pruned_at.pop(frozen.number, None),
             worker=token,
             family=drawn.pop(frozen.number, ""),
+            rung_scores=tuple(rung_scores.pop(frozen.number, ())),
         )
         started = time.perf_counter()
         on_trial(result)

@@ -6,7 +6,9 @@ categorical ``family`` parameter, then the chosen family's entries under
 ``<family>.<name>`` (each family keeps its own distributions, so a sampler never mixes
 ``random_forest.max_depth`` with ``extra_trees.max_depth``). Pruners compare the trials'
 reported fold scores whatever their family, so pruning works across families. A new study
-tries each family once first (enqueued trials), so no family is left out of a small budget.
+tries each family once first (enqueued trials, at the family's declared ``start`` point), so
+no family is left out of a small budget and each is first tried where it is known to be
+cheap and good.
 """
 
 from __future__ import annotations
@@ -46,12 +48,14 @@ def suggest_configuration(trial: optuna.Trial, families: dict[str, EstimatorSpec
     return name, suggest(trial, families[name].search_space, prefixed(name))
 
 
-def enqueue_each_family(study: optuna.Study, families: dict[str, EstimatorSpec]) -> None:
-    """A new study over several families starts with one trial of each (the rest of its
-    parameters drawn by the sampler)."""
+def enqueue_each_family(study: optuna.Study, families: dict[str, EstimatorSpec], starts: bool = True) -> None:
+    """A new study over several families starts with one trial of each: at the family's
+    ``start`` point (``starts``: tune.cheap_start; a known-cheap, known-good configuration
+    declared in its conf/model/<family>.yaml), its other parameters drawn by the sampler."""
     if len(families) > 1 and not study.get_trials(deepcopy=False):
-        for name in families:
-            study.enqueue_trial({FAMILY_PARAM: name})
+        for name, spec in families.items():
+            start = {f"{prefixed(name)}{key}": value for key, value in spec.start.items()} if starts else {}
+            study.enqueue_trial({FAMILY_PARAM: name, **start})
 
 
 def family_of(params: dict[str, Any], families: dict[str, EstimatorSpec]) -> str:

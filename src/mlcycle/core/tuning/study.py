@@ -81,6 +81,8 @@ class TrialResult:
     pruned_step: int | None = None  # pruned trials: how many folds were scored
     worker: str = ""
     family: str = ""  # the estimator family the trial drew (model=auto) or the model's own
+    # tune.fidelity=subsample: (step in ninths of the training rows, mean CV score) per rung reached
+    rung_scores: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,9 @@ def search_for(cfg: Config, families: dict[str, EstimatorSpec], metric: str, dat
         "metric": metric,
         "cv_folds": cfg.tune.cv_folds,
         "seed": cfg.seed,
+        # the steps a trial reports mean other things at another fidelity (absent when none:
+        # existing studies keep their names)
+        **({"fidelity": str(cfg.tune.fidelity)} if str(cfg.tune.fidelity) != "none" else {}),
     }
     name = cfg.tune.study_name or study_name(f"{cfg.mlflow.experiment_name}-{cfg.model.name}", definition)
     return Search(name, cfg.tune)
@@ -164,13 +169,13 @@ def load_study(search: Search, objective: Objective, *, worker_index: int = 0, c
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(search)
     sampler = make_sampler(search.tune.sampler, search.tune.seed + worker_index)
-    pruner = make_pruner(search.tune.pruner, len(objective.folds), search.tune.pruner_startup_trials)
+    pruner = make_pruner(search.tune.pruner, objective.max_step, search.tune.pruner_startup_trials)
     if create:
         study = optuna.create_study(
             study_name=search.study_name, storage=storage, direction=objective.direction,
             sampler=sampler, pruner=pruner, load_if_exists=True,
         )
-        enqueue_each_family(study, objective.families)
+        enqueue_each_family(study, objective.families, starts=search.tune.cheap_start)
     else:
         try:
             study = optuna.load_study(study_name=search.study_name, storage=storage, sampler=sampler, pruner=pruner)
