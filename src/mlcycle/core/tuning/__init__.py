@@ -14,6 +14,7 @@ The study maximises or minimises the mean cross-validated score of the primary m
 The names below are the package's API (``from mlcycle.core import tuning``).
 """
 
+from mlcycle.core.tuning.fidelity import FULL_STEP
 from mlcycle.core.tuning.figures import history_figure, study_figures
 from mlcycle.core.tuning.objective import Objective, describe_objective, objective_from_description
 from mlcycle.core.tuning.optimize import optimize
@@ -32,7 +33,7 @@ from mlcycle.core.tuning.study import (
 )
 
 __all__ = [
-    "OWNER_ATTR", "Objective", "Search", "StudyResult", "TrialResult", "best_by_family", "counts", "describe_objective",
+    "FULL_STEP", "OWNER_ATTR", "Objective", "Search", "StudyResult", "TrialResult", "best_by_family", "counts", "describe_objective",
     "history_figure", "is_shared", "load_study", "make_pruner", "make_sampler", "objective_from_description", "open_storage",
     "optimize", "reap_dead_trials", "search_for", "study_figures", "study_name", "suggest",
 ]
