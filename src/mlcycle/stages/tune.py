@@ -1,14 +1,10 @@
-"""tune: an Optuna study over the model's search space, one child run per trial.
-
-Trials are scored by CV on the training rows, each fold's preprocessing fitted once. A
-persistent ``tune.storage`` resumes the same study (``core.tuning.search_for`` names it); a
-shared one lets other machines join (``mlcycle tune-worker``). Caches the best parameters
-and CV score (the trial runs stay under the run that made them).
+"""tune: an Optuna study over the model's search space (core/tuning), one child run per trial,
+scored by CV on the training rows. A persistent ``tune.storage`` resumes the study, a shared
+one lets other machines join (``mlcycle tune-worker``). Caches the best parameters and score.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,9 +28,7 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     description = tuning.describe_objective(schema, state.plan, cfg.preprocess, dict(cfg.data.derived_features),
                                             specs, metric, tune.cv_folds, cfg.seed, bool(cfg.data.time_column), tune.fidelity)
     rows = state.train[[*schema.features, schema.target]]
-    started = time.perf_counter()
     objective = tuning.objective_from_description(description, rows)  # folds prepared once, up front
-    folds_seconds = time.perf_counter() - started
     search = tuning.search_for(cfg, specs, metric, state.data_digest)
     study.log_search(run, search, metric, specs, cfg.threads_per_fit)
     if tuning.is_shared(tune.storage):
@@ -47,7 +41,7 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     # sanity check against the held-out validation rows: the best configuration fitted on train only
     family, spec, params = configuration(specs, best.best_params)
     val_score = holdout_score(state.preprocessor, spec, params, cfg.seed, state.train, state.validation, schema, metric)
-    study.log_outcome(run, done, specs, family, {f"val_{metric}": val_score, "folds_prepare_seconds": folds_seconds},
+    study.log_outcome(run, done, specs, family, {f"val_{metric}": val_score, "folds_prepare_seconds": objective.prepare_seconds},
                       plots_seed=cfg.seed if tune.plots else None)
     return replace(state, metric=metric, best_params=best.best_params, cv_score=best.best_value,
                    preprocessor=clone(state.preprocessor))

@@ -8,6 +8,7 @@ rows and ``describe``'s dict (the tune stage logs both) and rebuilds the same fo
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ class Objective:
     classes: tuple
     seed: int
     fidelity: str = "none"
+    prepare_seconds: float = field(default=0.0, compare=False)  # fitting the folds' preprocessing
     rungs: tuple[tuple[int, tuple[Fold, ...]], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -78,8 +80,10 @@ def objective_from_description(description: dict[str, Any], train) -> Objective:
         schema, from_plain(PreprocessConfig, description["preprocess"]), plan, dict(description["derived"]), seed
     )
     splitter = cv_splitter(schema.task, int(description["cv_folds"]), seed, time_ordered=bool(description["time_ordered"]))
+    started = time.perf_counter()
     folds = prepare_folds(preprocessor, train[list(schema.features)], train[schema.target], splitter)
     described = description.get("families") or {"model": description["spec"]}  # "spec": before model=auto
     specs = {name: from_plain(EstimatorSpec, spec) for name, spec in described.items()}
     return Objective(specs, tuple(folds), description["metric"], schema.task, schema.classes, seed,
-                     description.get("fidelity", "none"))  # absent: described before tune.fidelity
+                     description.get("fidelity", "none"),  # absent: described before tune.fidelity
+                     prepare_seconds=time.perf_counter() - started)
