@@ -149,3 +149,18 @@ def stop_group(process: subprocess.Popen, timeout: float = 20) -> None:
         process.wait(timeout=10)
     except ProcessLookupError:
         pass
+
+
+def typed_sessions(n_rows: int):
+    """The default generator's rows as ingest and features see them (for tuning tests that
+    build an objective without a pipeline): the config, schema, typed frame, derived
+    features and feature plan."""
+    from mlcycle.core.data import infer_schema
+    from mlcycle.core.datasets import generate_sessions
+    from mlcycle.core.features import plan_features
+
+    cfg = compose([f"data.n_rows={n_rows}"])
+    schema, typed = infer_schema(generate_sessions(n_rows, 1), cfg.data, "test")
+    derived = dict(cfg.data.derived_features)
+    plan = plan_features(typed, schema.numeric, schema.categorical, schema.datetime, derived, 12)
+    return cfg, schema, typed, derived, plan

@@ -309,17 +309,10 @@ def test_study_figures_with_zero_one_and_many_complete_trials():
 def test_a_worker_rebuilds_the_exact_folds_from_the_logged_description(tmp_path):
     """What a tune-worker on another machine does: description + Parquet rows -> folds."""
     from mlcycle.config.schema import PreprocessConfig
-    from mlcycle.core.data import infer_schema
-    from mlcycle.core.datasets import generate_sessions
-    from mlcycle.core.features import plan_features
     from mlcycle.core.modeling import build_preprocessor, cv_splitter, prepare_folds
-    from tests.conftest import compose
+    from tests.conftest import typed_sessions
 
-    cfg = compose(["data.n_rows=400"])
-    frame = generate_sessions(400, 1)
-    schema, typed = infer_schema(frame, cfg.data, "test")
-    derived = dict(cfg.data.derived_features)
-    plan = plan_features(typed, schema.numeric, schema.categorical, schema.datetime, derived, 12)
+    _, schema, typed, derived, plan = typed_sessions(400)
     preprocessor = build_preprocessor(schema, PreprocessConfig(), plan, derived, 5)
     local = prepare_folds(preprocessor, typed[list(schema.features)], typed[schema.target], cv_splitter(schema.task, 3, 5, False))
 

@@ -126,16 +126,9 @@ def test_spawned_worker_processes_score_the_same_rungs():
 
 def test_a_remote_worker_rebuilds_the_rungs_from_the_description(tmp_path):
     from mlcycle.config.schema import PreprocessConfig
-    from mlcycle.core.data import infer_schema
-    from mlcycle.core.datasets import generate_sessions
-    from mlcycle.core.features import plan_features
-    from tests.conftest import compose
+    from tests.conftest import typed_sessions
 
-    cfg = compose(["data.n_rows=2400"])
-    frame = generate_sessions(2400, 1)
-    schema, typed = infer_schema(frame, cfg.data, "test")
-    derived = dict(cfg.data.derived_features)
-    plan = plan_features(typed, schema.numeric, schema.categorical, schema.datetime, derived, 12)
+    _, schema, typed, derived, plan = typed_sessions(2400)
     rows = typed[[*schema.features, schema.target]]
 
     def rebuilt(fidelity: str) -> tuning.Objective:
