@@ -50,6 +50,22 @@ def test_each_family_starts_at_its_declared_point_unless_cheap_start_is_off():
     assert drawn[0].params["logreg.C"] != 1.0 and drawn[1].params["knn.n_neighbors"] != 15
 
 
+def test_a_narrowed_search_space_moves_the_start_into_it_instead_of_refusing_the_run():
+    """A user narrowing a family's space (e.g. max_depth to [1, 1]) is not refused because the
+    declared start lies outside it: numbers are clipped, a choice no longer offered is drawn."""
+    narrowed = replace(STARTS["logreg"], search_space={
+        "C": {"type": "float", "low": 2.0, "high": 5.0, "log": True},
+        "class_weight": {"type": "categorical", "choices": [None]},
+    })
+    assert tuning.start_point(narrowed) == {"C": 2.0}
+    knn = replace(STARTS["knn"], search_space={"n_neighbors": {"type": "int", "low": 1, "high": 9}})
+    assert tuning.start_point(knn) == {"n_neighbors": 9}
+    search = tuning.Search.of(study_name="narrowed", n_trials=2, sampler="random", seed=1)
+    first = tuning.optimize(objective_over({"logreg": narrowed, "knn": knn}), search).study.get_trials(states=(TrialState.COMPLETE,))
+    assert first[0].params["logreg.C"] == 2.0 and first[0].params["logreg.class_weight"] is None
+    assert first[1].params == {FAMILY_PARAM: "knn", "knn.n_neighbors": 9}
+
+
 def test_subsamples_keep_each_class_share_and_are_drawn_once():
     fold = folds_of(2700, weights=[0.9])[0]  # 10 % positives
     part = subsample(fold, 1 / 9, Task.binary, seed=3)

@@ -106,21 +106,9 @@ def _check_family(model: ModelConfig, where: str) -> None:
             for bound, value in probes:
                 _validate(cls, {**fixed, name: value}, f"{key}.search_space.{name}.{bound}")
         for name, value in spec.start.items():
-            _check_start(spec.search_space.get(name), name, value, f"{key}.start.{name}")
-
-
-def _check_start(space: dict[str, Any] | None, name: str, value: Any, key: str) -> None:
-    """A family's ``start`` point must lie in its search space (Optuna would only warn)."""
-    if space is None:
-        raise ConfigError(f"{key}: {name!r} is not in the search space (start sets searched parameters only)")
-    if space.get("type") == "categorical":
-        inside = value in list(space.get("choices") or [])
-    else:
-        inside = isinstance(value, int | float) and not isinstance(value, bool) and space["low"] <= value <= space["high"]
-        inside = inside and (space["type"] != "int" or float(value).is_integer())
-    if not inside:
-        where = space.get("choices") if space.get("type") == "categorical" else f"[{space['low']}, {space['high']}]"
-        raise ConfigError(f"{key}: {value!r} is outside the search space {where}")
+            if name not in spec.search_space:
+                raise ConfigError(f"{key}.start.{name}: {name!r} is not in the search space (start sets searched parameters only)")
+            _validate(cls, {**fixed, name: value}, f"{key}.start.{name}")
 
 
 def _validate(cls: type, params: dict[str, Any], key: str) -> None:

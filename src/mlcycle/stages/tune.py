@@ -31,9 +31,9 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     objective = tuning.objective_from_description(description, rows)  # folds prepared once, up front
     search = tuning.search_for(cfg, specs, metric, state.data_digest)
     study.log_search(run, search, metric, specs, cfg.threads_per_fit)
+    run.log.flush()  # parameters (storage, study name) stored before a worker can find the objective
     if tuning.is_shared(tune.storage):
         study.share_objective(run, rows, description, search)
-    run.log.flush()  # study name and parameters visible to workers while trials run
     done = study.run_study(run.log.client, run.experiment_id, run.run_id, objective, search, writer=tune.trial_writer,
                            progress=tune.progress_bar, n_jobs=tune.n_jobs, parallel=tune.parallel,
                            threads_per_fit=cfg.threads_per_fit)

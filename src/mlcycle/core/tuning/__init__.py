@@ -18,7 +18,7 @@ from mlcycle.core.tuning.fidelity import FULL_STEP
 from mlcycle.core.tuning.figures import history_figure, study_figures
 from mlcycle.core.tuning.objective import Objective, describe_objective, objective_from_description
 from mlcycle.core.tuning.optimize import optimize
-from mlcycle.core.tuning.space import best_by_family, suggest
+from mlcycle.core.tuning.space import best_by_family, start_point, suggest
 from mlcycle.core.tuning.storage import is_shared, make_pruner, make_sampler, open_storage
 from mlcycle.core.tuning.study import (
     OWNER_ATTR,
@@ -35,5 +35,5 @@ from mlcycle.core.tuning.study import (
 __all__ = [
     "FULL_STEP", "OWNER_ATTR", "Objective", "Search", "StudyResult", "TrialResult", "best_by_family", "counts", "describe_objective",
     "history_figure", "is_shared", "load_study", "make_pruner", "make_sampler", "objective_from_description", "open_storage",
-    "optimize", "reap_dead_trials", "search_for", "study_figures", "study_name", "suggest",
+    "optimize", "reap_dead_trials", "search_for", "start_point", "study_figures", "study_name", "suggest",
 ]

@@ -54,8 +54,26 @@ def enqueue_each_family(study: optuna.Study, families: dict[str, EstimatorSpec],
     declared in its conf/model/<family>.yaml), its other parameters drawn by the sampler."""
     if len(families) > 1 and not study.get_trials(deepcopy=False):
         for name, spec in families.items():
-            start = {f"{prefixed(name)}{key}": value for key, value in spec.start.items()} if starts else {}
-            study.enqueue_trial({FAMILY_PARAM: name, **start})
+            start = start_point(spec) if starts else {}
+            study.enqueue_trial({FAMILY_PARAM: name, **{f"{prefixed(name)}{key}": v for key, v in start.items()}})
+
+
+def start_point(spec: EstimatorSpec) -> dict[str, Any]:
+    """The family's ``start`` inside its search space as configured now: a number clipped
+    into [low, high], a choice the space no longer offers left to the sampler (a user who
+    narrows the space is not refused for the declared start)."""
+    point: dict[str, Any] = {}
+    for key, value in spec.start.items():
+        space = spec.search_space.get(key)
+        if space is None:
+            continue
+        if space["type"] == "categorical":
+            if value in list(space["choices"]):
+                point[key] = value
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            clipped = min(max(value, space["low"]), space["high"])
+            point[key] = int(round(clipped)) if space["type"] == "int" else float(clipped)
+    return point
 
 
 def family_of(params: dict[str, Any], families: dict[str, EstimatorSpec]) -> str:
