@@ -39,7 +39,7 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
                            threads_per_fit=cfg.threads_per_fit)
     best = done.result
     # model=auto: a soft vote of the families' bests, kept if its CV score beats the best trial's
-    ensemble = tuning.select_ensemble(objective, best.study, cfg.model.ensemble)
+    ensemble = tuning.select_ensemble(objective, best.study, cfg.model.ensemble, best.n_jobs, cfg.threads_per_fit)
     params, cv_score = tuning.chosen(best.best_params, best.best_value, ensemble)
     # sanity check against the held-out validation rows: the chosen model fitted on train only
     model = build_model(specs, params, schema.task, cfg.seed)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from optuna.trial import TrialState
 from sklearn.base import BaseEstimator, clone
 
 from mlcycle.config.schema import EnsembleConfig, Task
+from mlcycle.core import threads
 from mlcycle.core.evaluation import greater_is_better, score_predictions
 from mlcycle.core.modeling import ENSEMBLE, Fold, build_estimator, configuration
 from mlcycle.core.tuning.objective import Objective
@@ -50,19 +52,32 @@ class Selection:
         return self.score > self.single_score if self.greater else self.score < self.single_score
 
 
-def fold_predictions(estimator: BaseEstimator, folds: Sequence[Fold], task: Task, classes: tuple) -> list[np.ndarray]:
-    """Out-of-fold predictions of a fresh clone fitted on each fold's training rows: values,
-    or class probabilities with columns in ``classes`` order (a class a fold lacks: 0)."""
-    out = []
-    for fold in folds:
+def fold_prediction(estimator: BaseEstimator, fold: Fold, task: Task, classes: tuple,
+                    openmp_threads: int | None = None) -> np.ndarray:
+    """The out-of-fold prediction of a fresh clone fitted on the fold's training rows: values,
+    or class probabilities with columns in ``classes`` order (a class the fold lacks: 0)."""
+    with threads.limited_openmp(openmp_threads):  # per calling thread (a pool's)
         model = clone(estimator).fit(fold.X_train, fold.y_train)
         if task is Task.regression:
-            out.append(np.asarray(model.predict(fold.X_valid), dtype=float))
-            continue
+            return np.asarray(model.predict(fold.X_valid), dtype=float)
         proba = np.zeros((len(fold.y_valid), len(classes)))
         index = {c: i for i, c in enumerate(classes)}
         proba[:, [index[c] for c in model.classes_]] = model.predict_proba(fold.X_valid)
-        out.append(proba)
+        return proba
+
+
+def fold_predictions(estimators: dict[str, BaseEstimator], objective: Objective, n_jobs: int = 1,
+                     threads_per_fit: int | None = None) -> dict[str, list[np.ndarray]]:
+    """Each estimator's out-of-fold predictions on every fold of the objective, the fits in
+    ``n_jobs`` threads (as the trials ran; the results do not depend on it)."""
+    jobs = [(name, fold) for name in estimators for fold in objective.folds]
+    per_fit = threads.per_job(n_jobs, threads_per_fit)
+    how = (objective.task, objective.classes, per_fit)
+    with threads.limited(per_fit), ThreadPoolExecutor(max(1, n_jobs)) as pool:
+        done = list(pool.map(lambda job: fold_prediction(estimators[job[0]], job[1], *how), jobs))
+    out: dict[str, list[np.ndarray]] = {name: [] for name in estimators}
+    for (name, _), prediction in zip(jobs, done, strict=True):
+        out[name].append(prediction)
     return out
 
 
@@ -133,20 +148,22 @@ def chosen(best_params: dict[str, Any], best_value: float, outcome: Outcome | No
     return best_params, best_value
 
 
-def select_ensemble(objective: Objective, study: optuna.Study, config: EnsembleConfig) -> Outcome | None:
+def select_ensemble(objective: Objective, study: optuna.Study, config: EnsembleConfig, n_jobs: int = 1,
+                    threads_per_fit: int | None = None) -> Outcome | None:
     """Greedy ensemble selection over each family's best trial on the objective's folds
-    (None when ``model.ensemble`` is off, or fewer than two families completed a trial)."""
+    (None when ``model.ensemble`` is off, or fewer than two families completed a trial);
+    the members' fold fits in ``n_jobs`` threads."""
     trials = best_trials(study, objective) if config.enabled else {}
     if len(trials) < 2:
         return None
     rounds = config.rounds
     started = time.perf_counter()
     task, classes, metric = objective.task, objective.classes, objective.metric
-    predictions = {}
+    estimators = {}
     for name, trial in trials.items():
         _, spec, params = configuration(objective.families, trial.params)
-        estimator = build_estimator(spec, params, objective.seed)
-        predictions[name] = fold_predictions(estimator, objective.folds, task, classes)
+        estimators[name] = build_estimator(spec, params, objective.seed)
+    predictions = fold_predictions(estimators, objective, n_jobs, threads_per_fit)
     selection = greedy_selection(predictions, [fold.y_valid for fold in objective.folds],
                                  lambda y, p: score_predictions(metric, y, p, task, classes),
                                  greater_is_better(metric), rounds)
