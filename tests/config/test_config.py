@@ -46,6 +46,8 @@ def test_auto_searches_the_shipped_families_with_their_own_spaces():
     family = cfg.model.families["random_forest"].classifier
     assert family.search_space == alone.search_space and family.estimator == alone.estimator  # the family's own file
     assert family.params == {**alone.params, "n_estimators": 60}  # cheaper forests in a search over families
+    assert cfg.model.ensemble.enabled and cfg.model.ensemble.rounds == 10  # the families' bests, then their vote
+    assert not compose(["model=random_forest"]).model.ensemble.enabled  # one family: nothing to ensemble
     assert list(compose(["model=auto", "~model.families.extra_trees"]).model.families) == [
         "hist_gradient_boosting", "random_forest", "logistic_regression"]
 
@@ -86,6 +88,7 @@ def test_bad_overrides_fail_at_compose_time_in_one_line_naming_the_override(over
         (["stages=[ingest,bogus]"], "unknown stage"),
         (["data=csv", "data.target=y", "data.path=null"], "data.path is required"),
         (["preprocess.impute_numeric=mode"], r"preprocess.impute_numeric=mode.*one of \[median, mean\]"),
+        (["model=auto", "model.ensemble.rounds=0"], "model.ensemble.rounds must be at least 1"),
     ],
 )
 def test_semantic_validation(overrides, message):

@@ -9,12 +9,14 @@ import time
 
 import mlflow
 import numpy as np
+import pytest
 from mlflow import MlflowClient
 
 from mlcycle import pipeline
+from mlcycle.core.threshold import threshold_of
 from mlcycle.report import REPORT_ARTIFACT
 from mlcycle.tracking.registration import FAMILY_TAG
-from tests.integration.runs import stage_runs
+from tests.integration.runs import CACHED, stage_runs
 
 FAMILIES = ("hist_gradient_boosting", "random_forest", "extra_trees", "logistic_regression")
 SMALL = ["model=auto", "data.n_rows=1500", "tune.n_trials=6", "evaluate.plots=false", "tune.plots=false"]
@@ -22,7 +24,7 @@ SMALL = ["model=auto", "data.n_rows=1500", "tune.n_trials=6", "evaluate.plots=fa
 
 def test_auto_searches_every_family_and_registers_the_best(tiny_cfg):
     started = time.perf_counter()
-    result = pipeline.run(tiny_cfg(*SMALL))
+    result = pipeline.run(tiny_cfg(*SMALL, "model.ensemble.enabled=false"))  # the single best (ensemble: below)
     seconds = time.perf_counter() - started
     state, client = result.state, MlflowClient()
     runs = stage_runs(client, result.run_id)
@@ -100,3 +102,75 @@ def test_low_fidelity_trials_stopped_by_successive_halving_keep_their_runs(tiny_
                                  "hist_gradient_boosting.max_leaf_nodes": "31", "hist_gradient_boosting.min_samples_leaf": "20",
                                  "hist_gradient_boosting.l2_regularization": "1e-06"}
     assert tune.data.metrics["best_cv_roc_auc"] == max(t.data.metrics["cv_roc_auc"] for t in complete)
+
+
+ENSEMBLE_SMALL = ["model=auto", "tune.n_trials=8", "tune.cv_folds=3", "evaluate.plots=false", "tune.plots=false"]
+
+
+def test_the_ensemble_is_chosen_registered_and_served_through_pyfunc(tiny_cfg):
+    """diabetes (442 rows, regression): the soft vote of the families' bests beats the best
+    single configuration's CV rmse; ONE Pipeline whose model step is a VotingRegressor,
+    registered as family "ensemble", served by MLflow's pyfunc loader (the skops allowlist)."""
+    started = time.perf_counter()
+    result = pipeline.run(tiny_cfg(*ENSEMBLE_SMALL, "data=diabetes", "report.enabled=true"))
+    seconds = time.perf_counter() - started
+    state, client = result.state, MlflowClient()
+    runs = stage_runs(client, result.run_id)
+    m, p = runs["tune"].data.metrics, runs["tune"].data.params
+    assert p["best_family"] == "ensemble" and p["ensemble_chosen"] == "True"
+    weights = {f: m[f"ensemble_weight_{f}"] for f in FAMILIES if f"ensemble_weight_{f}" in m}
+    assert len(weights) >= 2 and p["ensemble_members"] == ",".join(f"{f}:{int(w)}" for f, w in weights.items())
+    assert m["ensemble_cv_rmse"] < m["best_cv_rmse"] == min(m[f"best_cv_score_{f}"] for f in FAMILIES)
+    assert state.cv_score == m["ensemble_cv_rmse"] and "ensemble" in state.best_params
+
+    vote = state.model.steps[-1][1]
+    assert type(vote).__name__ == "VotingRegressor"
+    assert [name for name, _ in vote.estimators] == list(weights) and vote.weights == [int(w) for w in weights.values()]
+    train = runs["train"].data.params
+    assert train["family"] == "ensemble" and train["estimator"] == "sklearn.ensemble.VotingRegressor"
+    version = client.get_model_version("mlcycle-diabetes", state.registered_version)
+    assert version.tags[FAMILY_TAG] == "ensemble"
+    served = mlflow.pyfunc.load_model("models:/mlcycle-diabetes@champion")
+    X = state.splits.test[list(state.schema.features)]
+    np.testing.assert_allclose(np.asarray(served.predict(X)).ravel(), state.model.predict(X))
+
+    # the report's families table: the ensemble row first (best CV), marked chosen, its members
+    html = mlflow.artifacts.load_text(f"{client.get_run(result.run_id).info.artifact_uri}/{REPORT_ARTIFACT}")
+    row = html.index('data-family="ensemble"')
+    assert row < min(html.index(f'data-family="{f}"') for f in FAMILIES)
+    cells = html[row:html.index("</tr>", row)]
+    assert "<b>chosen</b>" in cells and all(f"{f} × {int(w)}" in cells for f, w in weights.items())
+    print(f"model=auto + ensemble, diabetes, 8 trials: {seconds:.1f} s")
+
+
+def test_the_single_best_stays_when_the_ensemble_is_not_better(tiny_cfg):
+    """One round of selection is the best single configuration alone: never kept."""
+    result = pipeline.run(tiny_cfg(*ENSEMBLE_SMALL, "data=diabetes", "model.ensemble.rounds=1",
+                                   "registry.enabled=false", "report.enabled=false"))
+    tune = stage_runs(MlflowClient(), result.run_id)["tune"].data
+    assert tune.params["ensemble_chosen"] == "False" and tune.params["best_family"] in FAMILIES
+    assert tune.metrics["ensemble_cv_rmse"] == pytest.approx(tune.metrics["best_cv_rmse"], abs=1e-9)
+    assert "ensemble" not in result.state.best_params and result.state.cv_score == tune.metrics["best_cv_rmse"]
+    assert type(result.state.model.steps[-1][1]).__name__ != "VotingRegressor"
+
+
+def test_a_binary_ensemble_carries_its_threshold_and_an_identical_rerun_hits_the_caches(tiny_cfg):
+    """breast_cancer: the vote inside the decision threshold (FixedThresholdClassifier); a
+    rerun of the same config reuses the tune and train stages and gives the same model."""
+    cfg = tiny_cfg(*ENSEMBLE_SMALL, *CACHED, "data=breast_cancer", "registry.enabled=false", "report.enabled=false")
+    first = pipeline.run(cfg)
+    step = first.state.model.steps[-1][1]
+    assert type(step).__name__ == "FixedThresholdClassifier"
+    assert type(step.estimator_).__name__ == "VotingClassifier" and step.estimator_.voting == "soft"
+    assert 0 < threshold_of(first.state.model) < 1
+    X = first.state.splits.test[list(first.state.schema.features)]
+    labels = first.state.model.predict(X)
+    proba = first.state.model.predict_proba(X)[:, 1]
+    classes = np.asarray(first.state.schema.classes)
+    np.testing.assert_array_equal(labels, classes[(proba >= threshold_of(first.state.model)).astype(int)])
+
+    again = pipeline.run(cfg)
+    hits = MlflowClient().get_run(again.run_id).data.tags["mlcycle.cache_hits"].split(",")
+    assert {"tune", "train"} <= set(hits)
+    assert again.state.best_params == first.state.best_params and "ensemble" in again.state.best_params
+    np.testing.assert_array_equal(again.state.model.predict_proba(X), first.state.model.predict_proba(X))

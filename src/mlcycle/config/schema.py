@@ -203,6 +203,19 @@ class ThresholdConfig(Checked):
 
 
 @dataclass
+class EnsembleConfig(Checked):
+    """``model=auto``: after the study, a soft vote of the best configuration of each family,
+    chosen by greedy ensemble selection on out-of-fold predictions (core/tuning/ensemble.py),
+    kept only when its CV score beats the best single configuration's."""
+
+    KEY = "model.ensemble"
+    RULES = {"rounds": at_least(1)}
+
+    enabled: bool = False
+    rounds: int = 10  # greedy selection rounds (with replacement: a member's weight is its count)
+
+
+@dataclass
 class ModelConfig(Checked):
     """One estimator family (``conf/model/<family>.yaml``: an estimator per task, its fixed
     params and search space), or, with ``families``, a search over several (``model=auto``:
@@ -214,6 +227,7 @@ class ModelConfig(Checked):
     classifier: EstimatorSpec = field(default_factory=EstimatorSpec)
     regressor: EstimatorSpec = field(default_factory=EstimatorSpec)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)  # model=auto only
     # model=auto: family name -> that family's config (conf/model/auto.yaml includes the
     # family files); their own threshold is not used, model.threshold is
     families: dict[str, ModelConfig] = field(default_factory=dict)

@@ -82,9 +82,23 @@ def predict_all(model, X, task: Task):
     return y_pred, proba
 
 
+PROBABILITY_METRICS = frozenset({"roc_auc", "pr_auc", "log_loss", "brier"})
+
+
+def score_predictions(metric: str, y, predicted, task: Task, classes: tuple) -> float:
+    """One metric of predictions: values (regression) or class probabilities (columns in
+    ``classes`` order; labels are the most probable class), as ``score`` reads a model's."""
+    if task is Task.regression:
+        return compute_metrics(task, y, predicted)[metric]
+    proba = np.asarray(predicted)
+    if metric in PROBABILITY_METRICS:
+        return _probability_metrics(task, np.asarray(y), proba, classes)[metric]
+    return compute_metrics(task, y, np.asarray(classes)[np.argmax(proba, axis=1)], None, classes)[metric]
+
+
 def score(metric: str, model, X, y, task: Task, classes: tuple) -> float:
     """One metric of a fitted model on (X, y)."""
-    needs_proba = metric in ("roc_auc", "pr_auc", "log_loss", "brier")
+    needs_proba = metric in PROBABILITY_METRICS
     if task is Task.regression:
         return compute_metrics(task, y, model.predict(X))[metric]
     proba = model.predict_proba(X) if needs_proba else None

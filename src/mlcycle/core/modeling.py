@@ -6,11 +6,12 @@ import difflib
 import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, clone
+from sklearn.ensemble import VotingClassifier, VotingRegressor
 from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit
 from sklearn.pipeline import Pipeline
 
@@ -22,6 +23,9 @@ from mlcycle.core.features import DerivedFeatures, FeaturePlan, build_encoder
 from mlcycle.errors import ConfigError, first_line
 
 FAMILY_PARAM = "family"  # model=auto: the trial parameter that picks the family
+# model=auto's ensemble: the best parameters' key holding its members ([{"params": a trial's
+# parameters, "weight": n}]); also the family name it is logged and tagged as
+ENSEMBLE = "ensemble"
 
 
 def estimator_spec(model: ModelConfig, task: Task) -> EstimatorSpec:
@@ -50,6 +54,41 @@ def configuration(specs: dict[str, EstimatorSpec], params: dict[str, Any]) -> tu
     name = params[FAMILY_PARAM]
     prefix = prefixed(name)
     return name, specs[name], {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+class Model(NamedTuple):
+    """What the best parameters describe: the family (or ENSEMBLE), the estimator's import
+    path, the estimator (unfitted) and its parameters to log."""
+
+    family: str
+    estimator_name: str
+    estimator: BaseEstimator
+    params: dict[str, Any]
+
+
+def best_family(specs: dict[str, EstimatorSpec], params: dict[str, Any]) -> str:
+    return ENSEMBLE if ENSEMBLE in params else configuration(specs, params)[0]
+
+
+def build_model(specs: dict[str, EstimatorSpec], params: dict[str, Any], task: Task, seed: int) -> Model:
+    """The estimator of the best parameters: one family's configuration, or (``ENSEMBLE``)
+    scikit-learn's soft ``VotingClassifier`` / ``VotingRegressor`` of its members, weighted
+    by their counts in the greedy selection (core/tuning/ensemble.py)."""
+    if ENSEMBLE not in params:
+        family, spec, own = configuration(specs, params)
+        return Model(family, spec.estimator, build_estimator(spec, own, seed), own)
+    members, weights, logged = [], [], {}
+    for member in params[ENSEMBLE]:
+        family, spec, own = configuration(specs, member["params"])
+        members.append((family, build_estimator(spec, own, seed)))
+        weights.append(member["weight"])
+        logged |= {f"{family}.weight": member["weight"], **{f"{family}.{k}": v for k, v in own.items()}}
+    if task is Task.regression:
+        vote = VotingRegressor(members, weights=weights)
+    else:
+        vote = VotingClassifier(members, voting="soft", weights=weights)
+    cls = type(vote)
+    return Model(ENSEMBLE, f"sklearn.ensemble.{cls.__name__}", vote, logged)
 
 
 def estimator_class(spec: EstimatorSpec) -> type:
@@ -151,11 +190,11 @@ def full_pipeline(preprocessor: Pipeline, estimator: BaseEstimator) -> Pipeline:
     return Pipeline([*clone(preprocessor).steps, ("model", estimator)])
 
 
-def holdout_score(preprocessor: Pipeline, spec: EstimatorSpec, params: dict[str, Any], seed: int,
+def holdout_score(preprocessor: Pipeline, estimator: BaseEstimator,
                   train: pd.DataFrame, holdout: pd.DataFrame, schema: Schema, metric: str) -> float:
     """A configuration fitted on ``train`` and scored on ``holdout`` (a sanity check of a tuned
     configuration against rows its search never saw)."""
-    model = full_pipeline(preprocessor, build_estimator(spec, params, seed))
+    model = full_pipeline(preprocessor, estimator)
     model.fit(train[list(schema.features)], train[schema.target])
     return score(metric, model, holdout[list(schema.features)], holdout[schema.target], schema.task, schema.classes)
 

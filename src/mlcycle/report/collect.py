@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 import mlcycle
+from mlcycle.core.modeling import ENSEMBLE
 from mlcycle.report import REPORT_ERROR_TAG, figures
 from mlcycle.report.registry import registry_section
 from mlcycle.report.tree import (
@@ -37,7 +38,13 @@ from mlcycle.tracking import ui
 from mlcycle.tracking.lineage import DATA_DIGEST_TAG, DATA_NAME_TAG, DATA_SOURCE_TAG
 from mlcycle.tracking.registry import REGISTERED_MODEL_TAG, REGISTERED_VERSION_TAG
 from mlcycle.tracking.runs import ERROR_TAG, TIME_METRICS
-from mlcycle.tracking.study import FAMILY_BEST, FAMILY_TRIALS, TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
+from mlcycle.tracking.study import (
+    ENSEMBLE_CV,
+    FAMILY_BEST,
+    FAMILY_TRIALS,
+    TRIAL_NUMBER_TAG,
+    TRIAL_STATE_TAG,
+)
 
 _TRIAL_STATES = {"FINISHED": figures.COMPLETE, "KILLED": figures.PRUNED, "FAILED": figures.FAIL}
 
@@ -215,10 +222,16 @@ def tuning_section(tree: RunTree) -> dict[str, Any]:
 
 
 def _families(params: dict[str, str], metrics: dict[str, float], greater: bool) -> list[dict[str, Any]]:
-    """model=auto: one row per family searched (best CV score, finished trials), best first."""
+    """model=auto: one row per family searched (best CV score, finished trials), best first;
+    the ensemble selection's row (its CV score, its members and weights) when it ran."""
     names = literal(params.get("families"), [])
     rows = [{"family": n, "best": metrics.get(f"{FAMILY_BEST}{n}"), "trials": metrics.get(f"{FAMILY_TRIALS}{n}"),
-             "chosen": n == params.get("best_family")} for n in names]
+             "key": f"{FAMILY_BEST}{n}", "chosen": n == params.get("best_family")} for n in names]
+    if "ensemble_members" in params:
+        key = next((k for k in metrics if k.startswith(ENSEMBLE_CV)), "")
+        rows.append({"family": ENSEMBLE, "best": metrics.get(key), "trials": None, "key": key,
+                     "chosen": params.get("best_family") == ENSEMBLE,
+                     "members": params["ensemble_members"].replace(":", " × ").replace(",", ", ")})
     scored = sorted((r for r in rows if r["best"] is not None), key=lambda r: r["best"], reverse=greater)
     return scored + [r for r in rows if r["best"] is None]
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mlcycle.config.schema import Config
-from mlcycle.core.modeling import configuration, families
+from mlcycle.core.modeling import best_family, families
 from mlcycle.stages import ingest
 from mlcycle.stages.base import Stage, State, read_json, write_json
 from mlcycle.tracking import model_io, registry
@@ -31,7 +31,7 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     tags = {
         **state.lineage,  # root run id, git commit, config fingerprint, package version
         "task": schema.task.value, "data_digest": state.data_digest, registry.TAG_PRIMARY_METRIC: state.metric or "",
-        FAMILY_TAG: configuration(families(cfg.model, schema.task), state.best_params)[0],  # model=auto: the winner
+        FAMILY_TAG: best_family(families(cfg.model, schema.task), state.best_params),  # model=auto: the winner or ensemble
         model_io.MANIFEST_TAG: model_io.manifest(info.model_uri),
         **{f"test_{k}": f"{v:.6g}" for k, v in state.test_metrics.items()},
     }

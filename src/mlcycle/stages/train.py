@@ -1,5 +1,5 @@
-"""train: refit the best configuration (of the best family, for model=auto) on train +
-validation as ONE sklearn Pipeline.
+"""train: refit the best configuration (of the best family, or model=auto's ensemble of the
+families' bests) on train + validation as ONE sklearn Pipeline.
 
 A binary classifier first gets its decision threshold (``model.threshold``, core/threshold.py):
 the configuration fitted on the training rows, the threshold chosen on the validation rows,
@@ -19,7 +19,7 @@ from sklearn.base import clone
 
 from mlcycle.config.schema import Config
 from mlcycle.core import threshold as thresholds
-from mlcycle.core.modeling import build_estimator, configuration, families, full_pipeline
+from mlcycle.core.modeling import build_model, families, full_pipeline
 from mlcycle.stages.base import CACHE_DIR, Stage, State
 from mlcycle.tracking.flavor import load_skops
 from mlcycle.tracking.runs import ActiveRun
@@ -27,10 +27,10 @@ from mlcycle.tracking.runs import ActiveRun
 
 def run(state: State, cfg: Config, run: ActiveRun) -> State:
     schema = state.schema
-    family, spec, params = configuration(families(cfg.model, schema.task), state.best_params)
+    # one family's configuration, or model=auto's ensemble (a soft vote of the families' bests)
+    family, name, estimator, params = build_model(families(cfg.model, schema.task), state.best_params, schema.task, cfg.seed)
     features, target = list(schema.features), schema.target
     fit_rows = pd.concat([state.train, state.validation], ignore_index=True)
-    estimator = build_estimator(spec, params, cfg.seed)
     chosen, logged = None, {}
     if thresholds.applies(cfg.model.threshold, schema.task):
         started = time.perf_counter()
@@ -47,7 +47,7 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     fit_seconds = time.perf_counter() - started
 
     objective = cfg.model.threshold.objective.value if chosen else "none"
-    run.log.log_params({"estimator": spec.estimator, "family": family, "pipeline_steps": [name for name, _ in model.steps],
+    run.log.log_params({"estimator": name, "family": family, "pipeline_steps": [name for name, _ in model.steps],
                         "threshold_objective": objective, **params})
     run.log.log_metrics({"rows_fit": len(fit_rows), "fit_seconds": fit_seconds, **logged})
     return replace(state, model=model)

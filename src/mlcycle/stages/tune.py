@@ -13,7 +13,7 @@ from sklearn.base import clone
 from mlcycle.config.schema import Config
 from mlcycle.core import tuning
 from mlcycle.core.evaluation import primary_metric
-from mlcycle.core.modeling import check_model, configuration, families, holdout_score
+from mlcycle.core.modeling import build_model, check_model, families, holdout_score
 from mlcycle.stages.base import Stage, State, read_json, write_json
 from mlcycle.tracking import study
 from mlcycle.tracking.runs import ActiveRun
@@ -38,13 +38,15 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
                            progress=tune.progress_bar, n_jobs=tune.n_jobs, parallel=tune.parallel,
                            threads_per_fit=cfg.threads_per_fit)
     best = done.result
-    # sanity check against the held-out validation rows: the best configuration fitted on train only
-    family, spec, params = configuration(specs, best.best_params)
-    val_score = holdout_score(state.preprocessor, spec, params, cfg.seed, state.train, state.validation, schema, metric)
-    study.log_outcome(run, done, specs, family, {f"val_{metric}": val_score, "folds_prepare_seconds": objective.prepare_seconds},
-                      plots_seed=cfg.seed if tune.plots else None)
-    return replace(state, metric=metric, best_params=best.best_params, cv_score=best.best_value,
-                   preprocessor=clone(state.preprocessor))
+    # model=auto: a soft vote of the families' bests, kept if its CV score beats the best trial's
+    ensemble = tuning.select_ensemble(objective, best.study, cfg.model.ensemble, best.n_jobs, cfg.threads_per_fit)
+    params, cv_score = tuning.chosen(best.best_params, best.best_value, ensemble)
+    # sanity check against the held-out validation rows: the chosen model fitted on train only
+    model = build_model(specs, params, schema.task, cfg.seed)
+    val_score = holdout_score(state.preprocessor, model.estimator, state.train, state.validation, schema, metric)
+    study.log_outcome(run, done, specs, model.family, {f"val_{metric}": val_score, "folds_prepare_seconds": objective.prepare_seconds},
+                      plots_seed=cfg.seed if tune.plots else None, ensemble=ensemble)
+    return replace(state, metric=metric, best_params=params, cv_score=cv_score, preprocessor=clone(state.preprocessor))
 
 
 def precheck(cfg: Config, tracking_uri: str) -> None:
@@ -66,5 +68,5 @@ def load(state: State, cfg: Config, files: Path) -> State:
 
 
 # model.threshold is not read: it is chosen after tuning (stages/train.py)
-READS = ("model.name", "model.classifier", "model.regressor", "model.families", "tune", "evaluate.primary_metric", "data.time_column", "seed")
+READS = ("model.name", "model.classifier", "model.regressor", "model.families", "model.ensemble", "tune", "evaluate.primary_metric", "data.time_column", "seed")
 STAGE = Stage("tune", READS, run, save, load, precheck=precheck)

@@ -54,6 +54,12 @@ TRUSTED_TYPES = sorted(
         "sklearn.model_selection._split.KFold",  # TargetEncoder's cross-fitting splitter
         "sklearn.model_selection._split.StratifiedKFold",
         "sklearn.tree._tree.Tree",
+        # model=auto's ensemble (core.modeling.build_model): the soft vote, skops-trusted by
+        # default today (named so they stay trusted), and its fitted members by name (a Bunch:
+        # a dict with attribute access, not trusted by default)
+        "sklearn.ensemble._voting.VotingClassifier",
+        "sklearn.ensemble._voting.VotingRegressor",
+        "sklearn.utils._bunch.Bunch",
         # models saved before mlcycle's transformers moved to mlcycle.core name the old modules
         "mlcycle.cleaning.TabularCleaner",
         "mlcycle.features.DateParts",

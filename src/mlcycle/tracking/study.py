@@ -31,6 +31,7 @@ from mlcycle.core.progress import TrialProgress
 from mlcycle.core.tuning import (
     FULL_STEP,
     Objective,
+    Outcome,
     Search,
     StudyResult,
     TrialResult,
@@ -82,6 +83,8 @@ class StudyRun:
 
 # the tune run of model=auto: each family's best CV score and finished trials (+ its name)
 FAMILY_BEST, FAMILY_TRIALS = "best_cv_score_", "family_trials_"
+# ... and model.ensemble's selection: its CV score (+ the metric), each member's weight (+ family)
+ENSEMBLE_CV, ENSEMBLE_WEIGHT = "ensemble_cv_", "ensemble_weight_"
 LOGGED = ("sampler", "pruner", "n_trials", "cv_folds", "parallel", "blas_threads", "fidelity", "cheap_start")  # tune.* as the tune run's params
 
 
@@ -98,9 +101,11 @@ def log_search(run: ActiveRun, search: Search, metric: str, specs: dict[str, Est
 
 
 def log_outcome(run: ActiveRun, done: StudyRun, specs: dict[str, EstimatorSpec], family: str,
-                metrics: dict[str, float], plots_seed: int | None) -> None:
+                metrics: dict[str, float], plots_seed: int | None, ensemble: Outcome | None = None) -> None:
     """The tune run's results: the best trial and its parameters, the study's counts and
-    times, each family's best (model=auto), and with ``plots_seed`` the study's figures."""
+    times, each family's best (model=auto), the ensemble selection's score, members and
+    weights (``family`` is ``ensemble`` when it was kept), and with ``plots_seed`` the
+    study's figures."""
     best, metric = done.result, done.metric
     run.log.log_params({"trial_writer": done.writer, "n_jobs_used": best.n_jobs, "best_family": family,
                         **{f"best.{k}": v for k, v in best.best_params.items()}})
@@ -111,6 +116,12 @@ def log_outcome(run: ActiveRun, done: StudyRun, specs: dict[str, EstimatorSpec],
             per_family[f"{FAMILY_TRIALS}{name}"] = found["trials"]
             if found["best"] is not None:  # a family with no complete trial has no score
                 per_family[f"{FAMILY_BEST}{name}"] = found["best"]
+    if ensemble is not None:
+        chosen = ensemble.selection
+        run.log.log_params({"ensemble_members": ",".join(f"{n}:{w}" for n, w in chosen.weights.items()),
+                            "ensemble_chosen": ensemble.chosen})
+        per_family |= {f"{ENSEMBLE_CV}{metric}": chosen.score, "ensemble_seconds": ensemble.seconds,
+                       **{f"{ENSEMBLE_WEIGHT}{n}": w for n, w in chosen.weights.items()}}
     run.log.log_metrics({f"best_cv_{metric}": best.best_value, **metrics, **done.metrics(), **per_family})
     if plots_seed is not None:
         figures, importances = study_figures(best.study, plots_seed, metric)
