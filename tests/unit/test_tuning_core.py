@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from datetime import datetime, timedelta
 
 import numpy as np
 import optuna
@@ -121,6 +122,23 @@ def test_a_trial_left_running_by_a_dead_process_is_failed_and_retried(tmp_path):
     ran = [t for t in result.study.trials if t.state == TrialState.COMPLETE]
     assert len(ran) == 3  # the lost trials do not count toward n_trials
     assert ran[0].params["C"] == trials[orphan.number].params["C"]  # the retry ran first
+
+
+def test_a_trial_killed_before_its_worker_named_itself_is_failed(tmp_path):
+    """What CI caught: SIGKILL between Optuna creating a trial and the worker writing its
+    owner (and before any heartbeat) left it RUNNING for ever."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="unnamed")
+    fresh = study.ask()  # no owner, no params, no heartbeat
+    old = optuna.trial.create_trial(state=TrialState.RUNNING)
+    old.datetime_start = datetime.now() - timedelta(seconds=tuning.OWNERLESS_GRACE_S + 60)
+    study.add_trial(old)
+    old_number = study.trials[-1].number
+    # shared storage: another machine may be about to name the fresh one; the old one is dead
+    assert tuning.reap_dead_trials(study, max_retry=0, shared=True) == [old_number]
+    assert study.trials[fresh.number].state == TrialState.RUNNING
+    # a storage of this invocation's own: nobody else can be running a trial in it
+    assert tuning.reap_dead_trials(study, max_retry=0, shared=False) == [fresh.number]
+    assert {t.state for t in study.trials} == {TrialState.FAIL}
 
 
 def test_objective_errors_count_as_failed_and_all_failed_raises():

@@ -24,6 +24,7 @@ from mlcycle.core.tuning.space import best_by_family, start_point, suggest
 from mlcycle.core.tuning.storage import is_shared, make_pruner, make_sampler, open_storage
 from mlcycle.core.tuning.study import (
     OWNER_ATTR,
+    OWNERLESS_GRACE_S,
     Search,
     StudyResult,
     TrialResult,
@@ -35,7 +36,7 @@ from mlcycle.core.tuning.study import (
 )
 
 __all__ = [
-    "FULL_STEP", "OWNER_ATTR", "Objective", "Outcome", "chosen", "select_ensemble", "Search", "StudyResult", "TrialResult", "best_by_family", "counts", "describe_objective",
+    "FULL_STEP", "OWNER_ATTR", "OWNERLESS_GRACE_S", "Objective", "Outcome", "chosen", "select_ensemble", "Search", "StudyResult", "TrialResult", "best_by_family", "counts", "describe_objective",
     "history_figure", "is_shared", "load_study", "make_pruner", "make_sampler", "objective_from_description", "open_storage",
     "optimize", "reap_dead_trials", "search_for", "start_point", "study_figures", "study_name", "suggest",
 ]

@@ -102,13 +102,13 @@ def work(
     claim = (claim_lock(search) if shared else None) or NO_LOCK
 
     def fn(trial: optuna.Trial) -> float:
+        if persistent:
+            trial.set_user_attr(OWNER_ATTR, token)  # first: an unnamed RUNNING trial looks dead
         claim.release()  # the trial exists: the next count includes it
         current[:] = [trial.number]
         if on_trial_start is not None:
             begun = trial.datetime_start
             on_trial_start(TrialStarted(trial.number, begun.timestamp() if begun else time.time()))
-        if persistent:
-            trial.set_user_attr(OWNER_ATTR, token)
         try:
             family, params = suggest_configuration(trial, objective.families)
             drawn[trial.number] = family

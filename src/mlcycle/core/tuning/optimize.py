@@ -83,7 +83,7 @@ def optimize(
         # Created once, before this invocation's workers start (other invocations creating
         # Optuna's tables at the same time wait on open_storage's lock).
         study = load_study(search, objective, worker_index=worker_seed, create=True)
-        reap_dead_trials(study, search.tune.max_retry)  # a crashed earlier attempt on this host
+        reap_dead_trials(study, search.tune.max_retry, shared)  # a crashed earlier attempt on this host
         fail_stale_trials(study)  # ... or anywhere, once its heartbeat is old enough
         before = counts(study)
         # A storage of this invocation's own has nobody else running trials: its RUNNING

@@ -14,6 +14,7 @@ import hashlib
 import json
 import warnings
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from typing import Any
 
 import optuna
@@ -32,6 +33,7 @@ from mlcycle.core.tuning.storage import (
 
 OWNER_ATTR = "mlcycle.worker"  # host:pid:start of the process running the trial
 ERROR_ATTR = "mlcycle.error"  # the objective raised: the trial counts as done, not retried
+OWNERLESS_GRACE_S = 120.0  # a RUNNING trial in a shared storage still unnamed after this is dead
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,18 @@ def counts(study: optuna.Study) -> Counts:
     )
 
 
-def reap_dead_trials(study: optuna.Study, max_retry: int) -> list[int]:
+def _is_dead(trial: optuna.trial.FrozenTrial, shared: bool) -> bool:
+    owner = trial.user_attrs.get(OWNER_ATTR)
+    if owner is not None:
+        return owner_is_dead(owner) is True
+    # Killed between Optuna creating the trial and the worker naming itself (before its
+    # first heartbeat, too). Nobody else runs trials in a storage that is not shared; in a
+    # shared one a live worker names itself within milliseconds, so give it a grace.
+    begun = trial.datetime_start
+    return not shared or (begun is not None and (datetime.now() - begun).total_seconds() > OWNERLESS_GRACE_S)
+
+
+def reap_dead_trials(study: optuna.Study, max_retry: int, shared: bool = True) -> list[int]:
     """RUNNING trials whose worker process on this host is gone become FAIL and are queued
     again (like a heartbeat failure, but at once). Returns their numbers."""
     reaped = []
@@ -214,7 +227,7 @@ def reap_dead_trials(study: optuna.Study, max_retry: int) -> list[int]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if owner_is_dead(trial.user_attrs.get(OWNER_ATTR)) is not True:
+        if not _is_dead(trial, shared):
             continue
         try:
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
