@@ -83,7 +83,7 @@ json.dump({**meta_out, "seconds": seconds, "best_estimator": automl.best_estimat
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--trials", type=int, default=20, help="mlcycle default's tune.n_trials (sets the budget)")
+    parser.add_argument("--trials", type=int, default=20, help="hist gradient boosting's tune.n_trials (sets the budget)")
     parser.add_argument("--flaml-python", default=str(ROOT / ".venv-flaml" / "bin" / "python"))
     parser.add_argument("--n-jobs", type=int, default=os.cpu_count() or 1, help="FLAML's n_jobs (mlcycle: tune.n_jobs auto)")
     parser.add_argument("--auto", action="append", default=None,
@@ -171,7 +171,7 @@ def compare(name: str, args: argparse.Namespace, root: Path, seed: int) -> list[
     schema, test = state.schema, state.splits.test
     X, y = test[list(schema.features)], test[schema.target]
     proba = state.model.predict_proba(X) if schema.task.value != "regression" else None
-    rows = [{"data": name, "seed": seed, "rows": len(state.data.frame), "system": "mlcycle default", "budget": budget, **default,
+    rows = [{"data": name, "seed": seed, "rows": len(state.data.frame), "system": "mlcycle hist_gradient_boosting", "budget": budget, **default,
              **scores(schema.task, y, state.model.predict(X), proba, schema.classes)}]
 
     for variant in args.auto:

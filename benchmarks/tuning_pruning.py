@@ -58,7 +58,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     limit_threads(args.threads)
-    cfg = compose([f"data.n_rows={args.rows}", f"tune.cv_folds={args.folds}"])
+    cfg = compose(["model=hist_gradient_boosting", f"data.n_rows={args.rows}", f"tune.cv_folds={args.folds}"])
     objective = objective_of(cfg, prepare_state(cfg))
     maximize = objective.direction == "maximize"
     savings, totals = [], []
