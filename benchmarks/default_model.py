@@ -24,10 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT
+from _common import ROOT  # this checkout's src first on sys.path
+
+from mlcycle.config.schema import STAGES
 
 VARIANTS = ("model=hist_gradient_boosting", "model=auto")
-STAGES = ("ingest", "preprocess", "features", "tune", "train", "evaluate", "register")
 
 
 def one_run(variant: str, folder: Path) -> dict:
