@@ -55,7 +55,7 @@ def test_auto_searches_the_shipped_families_with_their_own_spaces():
 def test_defaults_and_paths_are_absolute():
     cfg = compose()
     assert cfg.stages == list(STAGES)
-    assert cfg.data.name == "ecommerce" and cfg.model.name == "hist_gradient_boosting"
+    assert cfg.data.name == "ecommerce" and cfg.model.name == "auto"  # a search over families (issue 18)
     assert cfg.mlflow.tracking_uri == f"sqlite:///{project_root()}/mlflow.db"
     assert cfg.mlflow.artifact_location.startswith("/")
     assert cfg.registry.model_name == "mlcycle-ecommerce"
@@ -100,7 +100,7 @@ def test_flatten_gives_string_params():
     flat = flatten(compose())
     assert flat["tune.n_trials"] == "20"
     assert flat["preprocess.clip"] == "iqr"
-    assert flat["model.classifier.search_space.learning_rate.log"] == "True"
+    assert flat["model.families.hist_gradient_boosting.classifier.search_space.learning_rate.log"] == "True"
     assert all(isinstance(v, str) for v in flat.values())
 
 

@@ -34,9 +34,11 @@ def test_unknown_keys_are_refused_by_the_monitor_config_too():
 
 
 def test_open_dicts_still_take_new_keys():
-    cfg = compose(["+mlflow.tags.team=growth", "+model.classifier.params.max_depth=3", "+data.column_types.x=numeric"])
+    cfg = compose(["+mlflow.tags.team=growth", "+model.families.hist_gradient_boosting.classifier.params.max_depth=3",
+                   "+data.column_types.x=numeric"])
     assert cfg.mlflow.tags == {"team": "growth"}
-    assert cfg.model.classifier.params["max_depth"] == 3
+    assert cfg.model.families["hist_gradient_boosting"].classifier.params["max_depth"] == 3
+    assert compose(["model=random_forest", "+model.classifier.params.max_depth=3"]).model.classifier.params["max_depth"] == 3
 
 
 @pytest.mark.parametrize(
@@ -44,9 +46,9 @@ def test_open_dicts_still_take_new_keys():
     [
         (["model=logistic_regression", "model.classifier.params.max_iter=-5"],
          "model.classifier.params: The 'max_iter' parameter of LogisticRegression must be an int in the range [0, inf). Got -5 instead."),
-        (["+model.classifier.params.bogus=3"],
+        (["model=hist_gradient_boosting", "+model.classifier.params.bogus=3"],
          "model.classifier.params.bogus: HistGradientBoostingClassifier has no parameter 'bogus'; it has: categorical_features,"),
-        (["+model.regressor.params.max_iterr=3"],
+        (["model=hist_gradient_boosting", "+model.regressor.params.max_iterr=3"],
          "model.regressor.params.max_iterr: HistGradientBoostingRegressor has no parameter 'max_iterr' (did you mean 'max_iter'?)"),
         (["model=logistic_regression", "model.classifier.search_space.C.low=-1"],
          "model.classifier.search_space.C.low: The 'C' parameter of LogisticRegression must be a float in the range (0.0, inf]"),
@@ -54,10 +56,10 @@ def test_open_dicts_still_take_new_keys():
          "model.classifier.search_space.max_features.high: The 'max_features' parameter of RandomForestClassifier"),
         (["model=logistic_regression", "model.classifier.search_space.class_weight.choices=[null,weird]"],
          "model.classifier.search_space.class_weight.choices: The 'class_weight' parameter of LogisticRegression"),
-        (["+model.classifier.search_space.depth={type:int,low:1,high:3}"],
+        (["model=hist_gradient_boosting", "+model.classifier.search_space.depth={type:int,low:1,high:3}"],
          "model.classifier.search_space.depth: HistGradientBoostingClassifier has no parameter 'depth'"),
-        (["model.regressor.estimator=sklearn.nope.Model"], "model.regressor.estimator: cannot import estimator class 'sklearn.nope.Model'"),
-        (["model.classifier.estimator=pandas.DataFrame"], "model.classifier.estimator: pandas.DataFrame is not a scikit-learn estimator"),
+        (["model=hist_gradient_boosting", "model.regressor.estimator=sklearn.nope.Model"], "model.regressor.estimator: cannot import estimator class 'sklearn.nope.Model'"),
+        (["model=hist_gradient_boosting", "model.classifier.estimator=pandas.DataFrame"], "model.classifier.estimator: pandas.DataFrame is not a scikit-learn estimator"),
         (["model=auto", "model.families.random_forest.classifier.params.n_estimators=0"],
          "model.families.random_forest.classifier.params: The 'n_estimators' parameter of RandomForestClassifier"),
         (["model=auto", "+model.families.extra_trees.classifier.search_space.depth={type:int,low:1,high:3}"],
@@ -139,15 +141,35 @@ def test_the_monitor_refuses_a_model_name_mlflow_would_refuse():
     [
         ("model.threshold.cost_fp=-1", "model.threshold.cost_fp must be positive, got -1"),
         ("model.threshold.cost_fn=0", "model.threshold.cost_fn must be positive, got 0"),
-        ("model.classifier.estimator=", "model 'hist_gradient_boosting': model.classifier.estimator and model.regressor.estimator are required"),
+        ("model=random_forest model.classifier.estimator=", "model 'random_forest': model.classifier.estimator and model.regressor.estimator are required"),
         ("model.threshold.objective=recall", "Error merging override model.threshold.objective=recall: Invalid value 'recall', expected one of [f1, cost, none]"),
     ],
 )
 def test_a_bad_threshold_or_model_setting_is_one_line_before_any_run(override, message):
     with pytest.raises(ConfigError) as raised:
-        compose([override])
+        compose(override.split())
     assert str(raised.value).startswith(message), str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.classifier.params.max_iter=300", "Could not override 'model.classifier.params.max_iter'"),
+        ("model.regressor.search_space.learning_rate.high=0.2", "Could not override 'model.regressor.search_space.learning_rate.high'"),
+        ("+model.classifier.params.max_iter=300", "model.classifier.params is not used"),  # would be ignored
+        ("+model.regressor.start.learning_rate=0.05", "model.regressor.start is not used"),
+    ],
+)
+def test_a_single_family_setting_under_the_default_search_over_families_says_where_it_goes(override, message):
+    """model=auto (the default since issue 18) has no model.classifier of its own: a setting
+    written for one family is refused, never silently ignored, and the line says where it goes."""
+    with pytest.raises(ConfigError) as raised:
+        compose([override])
+    text = str(raised.value)
+    assert text.startswith(message) and "model.families.<family>.classifier" in text and "model=hist_gradient_boosting" in text, text
+    assert "\n" not in text
+    assert compose(["model=hist_gradient_boosting", override.lstrip("+")]).model.name == "hist_gradient_boosting"
 
 
 def test_a_typo_inside_a_family_of_auto_is_refused():

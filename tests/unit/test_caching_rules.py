@@ -49,7 +49,7 @@ def base_fps():
         ("registry.enabled=false", "register"),
         ("evaluate.plots=false", "evaluate"),
         ("evaluate.primary_metric=pr_auc", "tune"),
-        ("model.classifier.search_space.learning_rate.high=0.5", "tune"),
+        ("model.families.hist_gradient_boosting.classifier.search_space.learning_rate.high=0.5", "tune"),
         ("model=random_forest", "tune"),
         ("model.threshold.objective=none", "train"),  # chosen after tuning: no new study
         ("model.threshold.cost_fn=5", "train"),

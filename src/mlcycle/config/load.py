@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, fields, is_dataclass
 from enum import Enum
@@ -23,7 +24,7 @@ from typing import Any
 
 from mlcycle.config.monitor import MonitorAppConfig, MonitorConfig
 from mlcycle.config.paths import absolute_uri, anchor
-from mlcycle.config.schema import Config, DataConfig, ModelConfig
+from mlcycle.config.schema import SEARCH_OVER_FAMILIES, Config, DataConfig, ModelConfig
 from mlcycle.errors import ConfigError, MlcycleError, first_line
 
 # config name -> the schema its composition must produce
@@ -117,7 +118,10 @@ def config_errors() -> Iterator[None]:
     except MlcycleError:
         raise
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(one_line(exc)) from None
+        message = one_line(exc)
+        if re.search(r"'model\.(classifier|regressor)\.(params|search_space|start)\.", message):
+            message += f" ({SEARCH_OVER_FAMILIES})"
+        raise ConfigError(message) from None
 
 
 def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> Any:

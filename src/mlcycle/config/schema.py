@@ -215,6 +215,10 @@ class EnsembleConfig(Checked):
     rounds: int = 10  # greedy selection rounds (with replacement: a member's weight is its count)
 
 
+SEARCH_OVER_FAMILIES = ("model=auto, the default, searches several families: set a family's parameters under "
+                        "model.families.<family>.classifier..., or choose one family: model=hist_gradient_boosting")
+
+
 @dataclass
 class ModelConfig(Checked):
     """One estimator family (``conf/model/<family>.yaml``: an estimator per task, its fixed
@@ -242,6 +246,9 @@ class ModelConfig(Checked):
                 f"model {self.name!r}: either model.families (a search over families) or "
                 "model.classifier/regressor.estimator, not both",
             )
+            stray = [f"model.{role}.{part}" for role in ("classifier", "regressor")
+                     for part in ("params", "search_space", "start") if getattr(getattr(self, role), part)]
+            self.require(not stray, f"{(stray or [''])[0]} is not used ({SEARCH_OVER_FAMILIES})")
             nested = [name for name, family in self.families.items() if family.families]
             self.require(not nested, f"model.families.{(nested or [''])[0]}: a family cannot hold families")
             return
