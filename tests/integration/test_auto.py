@@ -122,6 +122,7 @@ def test_the_ensemble_is_chosen_registered_and_served_through_pyfunc(tiny_cfg):
     assert len(weights) >= 2 and p["ensemble_members"] == ",".join(f"{f}:{int(w)}" for f, w in weights.items())
     assert m["ensemble_cv_rmse"] < m["best_cv_rmse"] == min(m[f"best_cv_score_{f}"] for f in FAMILIES)
     assert state.cv_score == m["ensemble_cv_rmse"] and "ensemble" in state.best_params
+    assert m["ensemble_refits"] == 0  # the members' fold predictions are those their trials made
 
     vote = state.model.steps[-1][1]
     assert type(vote).__name__ == "VotingRegressor"

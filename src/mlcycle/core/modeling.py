@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 from mlcycle.config.schema import EstimatorSpec, ModelConfig, PreprocessConfig, Task
 from mlcycle.core.cleaning import TabularCleaner
 from mlcycle.core.data import Schema
-from mlcycle.core.evaluation import score
+from mlcycle.core.evaluation import score, score_predictions
 from mlcycle.core.features import DerivedFeatures, FeaturePlan, build_encoder
 from mlcycle.errors import ConfigError, first_line
 
@@ -234,9 +234,26 @@ def prepare_folds(preprocessor: Pipeline, X: pd.DataFrame, y: pd.Series, splitte
 
 
 def iter_fold_scores(
-    estimator: BaseEstimator, folds: list[Fold], metric: str, task: Task, classes: tuple
+    estimator: BaseEstimator, folds: list[Fold], metric: str, task: Task, classes: tuple,
+    keep: list[np.ndarray] | None = None,
 ) -> Iterator[float]:
-    """Fit a fresh clone on each fold and yield its validation score (for pruning)."""
+    """Fit a fresh clone on each fold and yield its validation score (for pruning). With
+    ``keep``, each fold's out-of-fold ``predictions`` are appended to it, and scored."""
     for fold in folds:
         model = clone(estimator).fit(fold.X_train, fold.y_train)
-        yield score(metric, model, fold.X_valid, fold.y_valid, task, classes)
+        if keep is None:
+            yield score(metric, model, fold.X_valid, fold.y_valid, task, classes)
+        else:
+            keep.append(predictions(model, fold.X_valid, task, classes))
+            yield score_predictions(metric, fold.y_valid, keep[-1], task, classes)
+
+
+def predictions(model: BaseEstimator, X, task: Task, classes: tuple) -> np.ndarray:
+    """A fitted model's predictions as an ensemble averages them: values, or class
+    probabilities with columns in ``classes`` order (a class the model never saw: 0)."""
+    if task is Task.regression:
+        return np.asarray(model.predict(X), dtype=float)
+    proba = np.zeros((X.shape[0], len(classes)))
+    index = {c: i for i, c in enumerate(classes)}
+    proba[:, [index[c] for c in model.classes_]] = model.predict_proba(X)
+    return proba

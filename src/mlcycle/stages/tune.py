@@ -30,16 +30,18 @@ def run(state: State, cfg: Config, run: ActiveRun) -> State:
     rows = state.train[[*schema.features, schema.target]]
     objective = tuning.objective_from_description(description, rows)  # folds prepared once, up front
     search = tuning.search_for(cfg, specs, metric, state.data_digest)
+    ensembling = cfg.model.ensemble.enabled and len(specs) > 1  # trials keep their out-of-fold predictions
     study.log_search(run, search, metric, specs, cfg.threads_per_fit)
     run.log.flush()  # parameters (storage, study name) stored before a worker can find the objective
     if tuning.is_shared(tune.storage):
         study.share_objective(run, rows, description, search)
     done = study.run_study(run.log.client, run.experiment_id, run.run_id, objective, search, writer=tune.trial_writer,
                            progress=tune.progress_bar, n_jobs=tune.n_jobs, parallel=tune.parallel,
-                           threads_per_fit=cfg.threads_per_fit)
+                           threads_per_fit=cfg.threads_per_fit, keep_predictions=ensembling)
     best = done.result
     # model=auto: a soft vote of the families' bests, kept if its CV score beats the best trial's
-    ensemble = tuning.select_ensemble(objective, best.study, cfg.model.ensemble, best.n_jobs, cfg.threads_per_fit)
+    ensemble = tuning.select_ensemble(objective, best.study, cfg.model.ensemble, best.n_jobs, cfg.threads_per_fit,
+                                      known=best.predictions)
     params, cv_score = tuning.chosen(best.best_params, best.best_value, ensemble)
     # sanity check against the held-out validation rows: the chosen model fitted on train only
     model = build_model(specs, params, schema.task, cfg.seed)

@@ -121,6 +121,7 @@ def log_outcome(run: ActiveRun, done: StudyRun, specs: dict[str, EstimatorSpec],
         run.log.log_params({"ensemble_members": ",".join(f"{n}:{w}" for n, w in chosen.weights.items()),
                             "ensemble_chosen": ensemble.chosen})
         per_family |= {f"{ENSEMBLE_CV}{metric}": chosen.score, "ensemble_seconds": ensemble.seconds,
+                       "ensemble_refits": len(ensemble.refitted),  # members whose trials ran elsewhere
                        **{f"{ENSEMBLE_WEIGHT}{n}": w for n, w in chosen.weights.items()}}
     run.log.log_metrics({f"best_cv_{metric}": best.best_value, **metrics, **done.metrics(), **per_family})
     if plots_seed is not None:

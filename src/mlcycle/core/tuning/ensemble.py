@@ -2,8 +2,10 @@
 ``model.ensemble``). Pure: no mlflow, no hydra.
 
 Greedy ensemble selection with replacement (Caruana et al. 2004, as auto-sklearn does):
-each family's best configuration predicts every prepared CV fold once (out-of-fold:
-fitted on the fold's training rows, like a trial); then, round after round, the member
+each family's best configuration's predictions on every prepared CV fold (out-of-fold:
+fitted on the fold's training rows) are those its trial made, kept as the trials ran
+(``FamilyBests``); only a trial run elsewhere (another invocation, a tune-worker) is
+refitted on the folds for them. Then, round after round, the member
 whose addition gives the best mean per-fold score of the averaged predictions (class
 probabilities, or values) is added, again if it is already in; a member's weight is how
 often it was added. The best ensemble over the rounds is kept if it beats the best single
@@ -14,6 +16,7 @@ Deterministic: the members are fitted with the study's seed, ties go to the earl
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,9 +31,10 @@ from sklearn.base import BaseEstimator, clone
 from mlcycle.config.schema import EnsembleConfig, Task
 from mlcycle.core import threads
 from mlcycle.core.evaluation import greater_is_better, score_predictions
-from mlcycle.core.modeling import ENSEMBLE, Fold, build_estimator, configuration
+from mlcycle.core.modeling import ENSEMBLE, Fold, build_estimator, configuration, predictions
 from mlcycle.core.tuning.objective import Objective
 from mlcycle.core.tuning.space import family_of
+from mlcycle.core.tuning.study import TrialResult
 
 
 @dataclass(frozen=True)
@@ -57,13 +61,7 @@ def fold_prediction(estimator: BaseEstimator, fold: Fold, task: Task, classes: t
     """The out-of-fold prediction of a fresh clone fitted on the fold's training rows: values,
     or class probabilities with columns in ``classes`` order (a class the fold lacks: 0)."""
     with threads.limited_openmp(openmp_threads):  # per calling thread (a pool's)
-        model = clone(estimator).fit(fold.X_train, fold.y_train)
-        if task is Task.regression:
-            return np.asarray(model.predict(fold.X_valid), dtype=float)
-        proba = np.zeros((len(fold.y_valid), len(classes)))
-        index = {c: i for i, c in enumerate(classes)}
-        proba[:, [index[c] for c in model.classes_]] = model.predict_proba(fold.X_valid)
-        return proba
+        return predictions(clone(estimator).fit(fold.X_train, fold.y_train), fold.X_valid, task, classes)
 
 
 def fold_predictions(estimators: dict[str, BaseEstimator], objective: Objective, n_jobs: int = 1,
@@ -122,14 +120,48 @@ def best_trials(study: optuna.Study, objective: Objective) -> dict[str, optuna.t
     return {name: best[name] for name in objective.families if name in best}
 
 
+class FamilyBests:
+    """Each family's best complete trial so far and its out-of-fold predictions, as trial
+    results arrive (from the trial threads and the drain of worker processes alike). Ties go
+    to the lower trial number, as in ``best_trials``."""
+
+    def __init__(self, greater: bool):
+        self._sign = 1.0 if greater else -1.0
+        self._lock = threading.Lock()
+        self._best: dict[str, tuple[float, int, tuple[np.ndarray, ...]]] = {}
+
+    def add(self, result: TrialResult) -> None:
+        if result.state != "COMPLETE" or not result.predictions or result.value is None or not math.isfinite(result.value):
+            return
+        key = (self._sign * result.value, -result.number)
+        with self._lock:
+            held = self._best.get(result.family)
+            if held is None or key > (self._sign * held[0], -held[1]):
+                self._best[result.family] = (result.value, result.number, result.predictions)
+
+    def listening(self, on_trial: Callable[[TrialResult], None] | None) -> Callable[[TrialResult], None]:
+        """An ``on_trial`` that records the result here, then passes it on."""
+        def both(result: TrialResult) -> None:
+            self.add(result)
+            if on_trial is not None:
+                on_trial(result)
+        return both
+
+    def by_trial(self) -> dict[int, tuple[np.ndarray, ...]]:
+        with self._lock:
+            return {number: kept for _, number, kept in self._best.values()}
+
+
 @dataclass(frozen=True)
 class Outcome:
     """The selection and what the tune stage caches for it (``params``: the best parameters
-    naming the members, core.modeling.build_model's input) and the seconds it took."""
+    naming the members, core.modeling.build_model's input), the seconds it took and the
+    members whose fold predictions had to be refitted (their trials ran elsewhere)."""
 
     selection: Selection
     members: dict[str, dict[str, Any]]  # family -> its best trial's parameters
     seconds: float
+    refitted: tuple[str, ...] = ()
 
     @property
     def params(self) -> dict[str, Any]:
@@ -149,23 +181,28 @@ def chosen(best_params: dict[str, Any], best_value: float, outcome: Outcome | No
 
 
 def select_ensemble(objective: Objective, study: optuna.Study, config: EnsembleConfig, n_jobs: int = 1,
-                    threads_per_fit: int | None = None) -> Outcome | None:
+                    threads_per_fit: int | None = None,
+                    known: dict[int, tuple[np.ndarray, ...]] | None = None) -> Outcome | None:
     """Greedy ensemble selection over each family's best trial on the objective's folds
-    (None when ``model.ensemble`` is off, or fewer than two families completed a trial);
-    the members' fold fits in ``n_jobs`` threads."""
+    (None when ``model.ensemble`` is off, or fewer than two families completed a trial).
+    ``known``: trial number -> its out-of-fold predictions (``StudyResult.predictions``);
+    a member not in it is refitted on every fold, in ``n_jobs`` threads."""
     trials = best_trials(study, objective) if config.enabled else {}
     if len(trials) < 2:
         return None
     rounds = config.rounds
     started = time.perf_counter()
     task, classes, metric = objective.task, objective.classes, objective.metric
+    known = known or {}
     estimators = {}
     for name, trial in trials.items():
-        _, spec, params = configuration(objective.families, trial.params)
-        estimators[name] = build_estimator(spec, params, objective.seed)
-    predictions = fold_predictions(estimators, objective, n_jobs, threads_per_fit)
-    selection = greedy_selection(predictions, [fold.y_valid for fold in objective.folds],
+        if trial.number not in known:
+            _, spec, params = configuration(objective.families, trial.params)
+            estimators[name] = build_estimator(spec, params, objective.seed)
+    refitted = fold_predictions(estimators, objective, n_jobs, threads_per_fit) if estimators else {}
+    found = {name: list(known[trial.number]) if trial.number in known else refitted[name] for name, trial in trials.items()}
+    selection = greedy_selection(found, [fold.y_valid for fold in objective.folds],
                                  lambda y, p: score_predictions(metric, y, p, task, classes),
                                  greater_is_better(metric), rounds)
     members = {name: dict(trial.params) for name, trial in trials.items()}
-    return Outcome(selection, members, time.perf_counter() - started)
+    return Outcome(selection, members, time.perf_counter() - started, tuple(estimators))

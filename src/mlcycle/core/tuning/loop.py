@@ -74,6 +74,7 @@ def work(
     on_trial: Callable[[TrialResult], None] | None = None,
     on_trial_start: Callable[[TrialStarted], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    keep_predictions: bool = False,
 ) -> WorkerStats:
     """Run trials until the study reaches ``search.tune.n_trials`` finished trials.
 
@@ -84,7 +85,8 @@ def work(
     when the last trials are running elsewhere it waits for them, failing stale ones so
     that their retries run here. Both may apply (a worker told to run at most N trials of
     a shared study). ``on_trial_start`` hears of each trial as it begins, ``on_trial`` of
-    each as it ends.
+    each as it ends; with ``keep_predictions``, a complete trial's result carries its
+    out-of-fold predictions (for the ensemble selection).
     """
     token = owner_token()
     persistent = search.tune.storage is not None
@@ -97,6 +99,7 @@ def work(
     pruned_at: dict[int, int] = {}
     drawn: dict[int, str] = {}  # trial -> family
     rung_scores: dict[int, list[tuple[int, float]]] = {}  # trial -> (step, mean score) per low-fidelity rung
+    kept: dict[int, list[np.ndarray]] = {}  # trial -> out-of-fold predictions per fold (keep_predictions)
     how = (objective.metric, objective.task, objective.classes)
 
     claim = (claim_lock(search) if shared else None) or NO_LOCK
@@ -126,7 +129,8 @@ def work(
                     raise optuna.TrialPruned(f"pruned at {step}/{FULL_STEP} of the training rows")
             scores = fold_scores.setdefault(trial.number, [])
             folds = list(objective.folds)
-            for step, value in enumerate(iter_fold_scores(estimator, folds, *how)):
+            keep = kept.setdefault(trial.number, []) if keep_predictions else None
+            for step, value in enumerate(iter_fold_scores(estimator, folds, *how, keep=keep)):
                 scores.append(value)
                 if not math.isfinite(value):
                     # undefined on this fold (roc_auc of a one-class fold) or overflowed: the mean
@@ -153,6 +157,8 @@ def work(
 
     def callback(_: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         nonlocal blocked
+        predictions = tuple(kept.pop(frozen.number, ())) if frozen.state == TrialState.COMPLETE else ()
+        kept.pop(frozen.number, None)
         if on_trial is None:
             return
         result = TrialResult(
@@ -168,6 +174,7 @@ def work(
             worker=token,
             family=drawn.pop(frozen.number, ""),
             rung_scores=tuple(rung_scores.pop(frozen.number, ())),
+            predictions=predictions,
         )
         started = time.perf_counter()
         on_trial(result)

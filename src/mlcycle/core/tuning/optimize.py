@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 import optuna
 
 from mlcycle.core import threads
+from mlcycle.core.evaluation import greater_is_better
+from mlcycle.core.tuning.ensemble import FamilyBests
 from mlcycle.core.tuning.loop import Quota, work
 from mlcycle.core.tuning.objective import Objective
 from mlcycle.core.tuning.storage import is_shared, open_storage
@@ -50,6 +52,7 @@ def optimize(
     on_start: Callable[[Counts, int], None] | None = None,
     max_trials: int | None = None,
     worker_seed: int = 0,
+    keep_predictions: bool = False,
 ) -> StudyResult:
     """Create or resume the study, run this invocation's trials, summarise the study.
 
@@ -64,9 +67,14 @@ def optimize(
     open, ``on_trial_start`` as each trial begins (a worker process's reach it through the
     queue too; for a progress bar). ``max_trials`` caps the trials this invocation runs (a
     ``tune-worker``'s share). ``worker_seed`` offsets the sampler seeds, so that independent
-    workers on one study do not draw the same points.
+    workers on one study do not draw the same points. ``keep_predictions``: the result
+    holds the out-of-fold predictions of each family's best trial among this invocation's
+    (``StudyResult.predictions``), so that the ensemble selection need not refit them.
     """
     started = time.time()
+    bests = FamilyBests(greater_is_better(objective.metric)) if keep_predictions else None
+    if bests is not None:
+        on_trial = bests.listening(on_trial)
     deadline = started + search.tune.timeout if search.tune.timeout else None
     auto = n_jobs is None
     # auto spreads over processes only where they may share the study (memory becomes a journal)
@@ -95,7 +103,8 @@ def optimize(
         if on_start is not None:
             on_start(before, slots)
         blas = search.tune.blas_threads
-        loop = {"shared": shared, "deadline": deadline, "on_trial": on_trial, "on_trial_start": on_trial_start}
+        loop = {"shared": shared, "deadline": deadline, "on_trial": on_trial, "on_trial_start": on_trial_start,
+                "keep_predictions": keep_predictions}
         stats: list[WorkerStats] = []
         if auto:
             n_jobs = 1
@@ -117,13 +126,13 @@ def optimize(
                 stats += [f.result() for f in futures]
         else:
             stats += _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial, on_trial_start,
-                                   worker_seed, threads.per_job(n_jobs, threads_per_fit))
+                                   worker_seed, threads.per_job(n_jobs, threads_per_fit), keep_predictions)
         result = summarize(study, before.done, stats)
         if temporary:  # the journal file goes with its folder: keep the study in memory
             memory = optuna.storages.InMemoryStorage()
             optuna.copy_study(from_study_name=search.study_name, from_storage=open_storage(search), to_storage=memory)
             result = replace(result, study=optuna.load_study(study_name=search.study_name, storage=memory))
-        return replace(result, n_jobs=n_jobs)
+        return replace(result, n_jobs=n_jobs, predictions=bests.by_trial() if bests is not None else {})
 
 
 # A spawned worker's start-up: a fresh interpreter importing pandas, scikit-learn and Optuna,
@@ -180,7 +189,7 @@ class _WorkerFailed:
 
 
 def _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_trial, on_trial_start,
-                  worker_seed, per_worker_threads) -> list[WorkerStats]:
+                  worker_seed, per_worker_threads, keep_predictions) -> list[WorkerStats]:
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     quota_value = quota.value if quota is not None else None
@@ -188,7 +197,7 @@ def _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_
         ctx.Process(
             target=_process_main,
             args=(objective, search, worker_seed + index, quota_value, shared, deadline, results, os.getpid(),
-                  per_worker_threads),
+                  per_worker_threads, keep_predictions),
             name=f"mlcycle-tune-{index}",
             daemon=True,
         )
@@ -202,7 +211,7 @@ def _in_processes(study, objective, search, n_jobs, quota, shared, deadline, on_
             proc.start()
         drainer.start()
         own = work(study, objective, search, quota=quota, shared=shared, deadline=deadline, on_trial=on_trial,
-                   on_trial_start=on_trial_start)
+                   on_trial_start=on_trial_start, keep_predictions=keep_predictions)
         for proc in procs:
             proc.join()
         drainer.join()
@@ -241,7 +250,8 @@ def _drain(results, procs, finished: list, on_trial, on_trial_start) -> None:
             finished.append(item)
 
 
-def _process_main(objective, search, index, quota_value, shared, deadline, results, parent_pid, openmp_threads) -> None:
+def _process_main(objective, search, index, quota_value, shared, deadline, results, parent_pid, openmp_threads,
+                  keep_predictions) -> None:
     """A spawned worker: open the study, run trials, send results and stats back."""
 
     def terminate(signum, frame):
@@ -256,6 +266,7 @@ def _process_main(objective, search, index, quota_value, shared, deadline, resul
             stats = work(
                 study, objective, search, quota=quota, shared=shared, deadline=deadline, on_trial=results.put,
                 on_trial_start=results.put, should_stop=lambda: os.getppid() != parent_pid,  # the parent died: stop
+                keep_predictions=keep_predictions,
             )
         results.put(stats)
     except BaseException as exc:

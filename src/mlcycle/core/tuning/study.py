@@ -85,6 +85,8 @@ class TrialResult:
     family: str = ""  # the estimator family the trial drew (model=auto) or the model's own
     # tune.fidelity=subsample: (step in ninths of the training rows, mean CV score) per rung reached
     rung_scores: tuple[tuple[int, float], ...] = ()
+    # with keep_predictions: a complete trial's out-of-fold predictions, one array per CV fold
+    predictions: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,9 @@ class StudyResult:
     blocked_seconds: float
     study: optuna.Study = field(repr=False)
     n_jobs: int = 1  # parallel trials this invocation ran with (decided here when tune.n_jobs is auto)
+    # with keep_predictions: trial number -> out-of-fold predictions, for each family's best
+    # trial among this invocation's (core/tuning/ensemble.py reuses them instead of refitting)
+    predictions: dict[int, tuple[Any, ...]] = field(default_factory=dict, repr=False)
 
 
 def study_name(prefix: str, definition: dict[str, Any]) -> str:
