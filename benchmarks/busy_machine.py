@@ -5,7 +5,7 @@ the old one, alternating, in one run.
     .venv/bin/python benchmarks/busy_machine.py --rows 5000 --busy-rows 5000 --reps 1
 
 Each measurement is a real `mlcycle train` (ingest -> preprocess -> features -> tune, 20
-trials of the default model on the default data, step cache off) in a fresh sqlite store;
+trials of hist gradient boosting (the default model when measured) on the default data, step cache off) in a fresh sqlite store;
 the number is the tune stage's wall time as its run recorded it. Variants:
 
 * ``old``: ``threads_per_fit=null tune.n_jobs=1`` (before: one trial at a time, every
@@ -41,7 +41,7 @@ def measure(rows: int, variant: str, trials: int, extra: list[str]) -> tuple[flo
         env = dict(os.environ, MLFLOW_TRACKING_URI=store, MLCYCLE_ROOT=tmp, PYTHONPATH=str(ROOT / "src"))
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "MLFLOW_RUN_ID"):
             env.pop(var, None)
-        cmd = [sys.executable, "-m", "mlcycle", "train", f"data.n_rows={rows}", f"tune.n_trials={trials}",
+        cmd = [sys.executable, "-m", "mlcycle", "train", "model=hist_gradient_boosting", f"data.n_rows={rows}", f"tune.n_trials={trials}",
                "cache=false", "stages=[ingest,preprocess,features,tune]", "report.enabled=false",
                "tune.progress_bar=false", "tune.plots=false", f"hydra.run.dir={tmp}/hydra",
                *VARIANTS[variant], *extra]

@@ -1,8 +1,8 @@
 """mlcycle against FLAML (an AutoML library a user would pick instead), at equal wall budget
 on the same train/validation/test splits.
 
-For each data set: mlcycle's default (`model=hist_gradient_boosting`, `tune.n_trials`
-trials) runs first; its tune stage's wall time is THE budget. Then `model=auto` with
+For each data set: mlcycle with one family (`model=hist_gradient_boosting`, the default
+until issue 18, `tune.n_trials` trials) runs first; its tune stage's wall time is THE budget. Then `model=auto` with
 `tune.timeout` = that budget (and no trial limit), once per variant (``--auto``, side by
 side in one run: by default the best single configuration of any family
 and the greedy ensemble of the families' bests: ``model.ensemble``), then FLAML's `AutoML.fit` with
