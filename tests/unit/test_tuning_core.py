@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -22,6 +23,8 @@ from mlcycle.config.schema import EstimatorSpec, Task
 from mlcycle.core import tuning
 from mlcycle.core.liveness import owner_token
 from mlcycle.core.modeling import Fold
+from mlcycle.core.tuning.loop import Quota, work
+from mlcycle.tracking.study import trial_record
 
 LOGREG = EstimatorSpec(
     estimator="sklearn.linear_model.LogisticRegression",
@@ -345,3 +348,26 @@ def test_a_worker_rebuilds_the_exact_folds_from_the_logged_description(tmp_path)
         pd.testing.assert_frame_equal(mine.X_valid, theirs.X_valid)
         np.testing.assert_array_equal(mine.y_valid, theirs.y_valid)
     assert remote.classes == schema.classes and remote.task is schema.task
+
+
+SLOW_FOREST = EstimatorSpec(  # about 0.35 s a fold here: long enough for a deadline to pass inside a trial
+    estimator="sklearn.ensemble.RandomForestClassifier",
+    params={"n_estimators": 400, "n_jobs": 1},
+    search_space={"max_depth": {"type": "int", "low": 2, "high": 6}},
+)
+
+
+def test_a_trial_running_at_the_deadline_stops_at_its_next_fold_once_the_study_has_a_result():
+    objective = small_objective(SLOW_FOREST, n_folds=3)
+    search = tuning.Search.of(study_name="deadline", n_trials=10)
+    study = tuning.load_study(search, objective, create=True)
+    first: list[tuning.TrialResult] = []
+    # no complete trial yet: the first one runs all its folds even though the deadline passes
+    work(study, objective, search, quota=Quota(1), deadline=time.time() + 0.1, on_trial=first.append)
+    assert [(r.state, len(r.fold_scores), r.stopped) for r in first] == [("COMPLETE", 3, False)]
+    # now past the deadline inside fold 1: stopped there, PRUNED, and no further trial starts
+    seen: list[tuning.TrialResult] = []
+    work(study, objective, search, quota=Quota(5), deadline=time.time() + 0.1, on_trial=seen.append)
+    assert [(r.state, r.pruned_step, len(r.fold_scores), r.stopped) for r in seen] == [("PRUNED", 1, 1, True)]
+    record = trial_record(seen[0], "roc_auc")
+    assert record.tags["mlcycle.stopped_by"] == "tune.timeout" and record.status == "KILLED"

@@ -169,6 +169,8 @@ def trial_record(result: TrialResult, metric: str) -> TrialRecord:
         tags[TRIAL_FAMILY_TAG] = result.family
     if result.pruned_step is not None:
         tags["mlcycle.pruned_at_fold"] = str(result.pruned_step)
+        if result.stopped:
+            tags["mlcycle.stopped_by"] = "tune.timeout"
         metrics[f"partial_cv_{metric}"] = sum(result.fold_scores) / len(result.fold_scores)
     for step, value in result.rung_scores:  # tune.fidelity=subsample: CV score on step/9 of the rows
         metrics[f"cv_{metric}_rows_{step}_{FULL_STEP}"] = value

@@ -86,7 +86,9 @@ def work(
     that their retries run here. Both may apply (a worker told to run at most N trials of
     a shared study). ``on_trial_start`` hears of each trial as it begins, ``on_trial`` of
     each as it ends; with ``keep_predictions``, a complete trial's result carries its
-    out-of-fold predictions (for the ensemble selection).
+    out-of-fold predictions (for the ensemble selection). Past the ``deadline`` no trial
+    starts, and a running one stops at its next fold (PRUNED, ``stopped``) once the study
+    has a complete trial, so the timeout costs at most one fold's fit.
     """
     token = owner_token()
     persistent = search.tune.storage is not None
@@ -97,6 +99,7 @@ def work(
     fold_scores: dict[int, list[float]] = {}
     errors: dict[int, str] = {}
     pruned_at: dict[int, int] = {}
+    stopped: set[int] = set()  # trials stopped at the deadline
     drawn: dict[int, str] = {}  # trial -> family
     rung_scores: dict[int, list[tuple[int, float]]] = {}  # trial -> (step, mean score) per low-fidelity rung
     kept: dict[int, list[np.ndarray]] = {}  # trial -> out-of-fold predictions per fold (keep_predictions)
@@ -138,6 +141,10 @@ def work(
                     errors[trial.number] = f"{objective.metric} = {value} on CV fold {step + 1} of {len(folds)}"
                     trial.set_user_attr(ERROR_ATTR, errors[trial.number])
                     return float("nan")
+                if step < len(folds) - 1 and past(deadline) and has_complete_trial(study):
+                    pruned_at[trial.number] = step + 1
+                    stopped.add(trial.number)
+                    raise optuna.TrialPruned(f"stopped at tune.timeout after {step + 1} fold(s)")
                 if pruning and not objective.rungs and step < len(folds) - 1:
                     # without low-fidelity rungs (none, or none with MIN_ROWS rows)
                     # step = folds scored so far: the resource the pruner compares trials on
@@ -159,6 +166,8 @@ def work(
         nonlocal blocked
         predictions = tuple(kept.pop(frozen.number, ())) if frozen.state == TrialState.COMPLETE else ()
         kept.pop(frozen.number, None)
+        was_stopped = frozen.number in stopped
+        stopped.discard(frozen.number)
         if on_trial is None:
             return
         result = TrialResult(
@@ -171,6 +180,7 @@ def work(
             start_ms=_ms(frozen.datetime_start),
             end_ms=_ms(frozen.datetime_complete),
             pruned_step=pruned_at.pop(frozen.number, None),
+            stopped=was_stopped,
             worker=token,
             family=drawn.pop(frozen.number, ""),
             rung_scores=tuple(rung_scores.pop(frozen.number, ())),
@@ -184,7 +194,7 @@ def work(
         while True:
             if should_stop is not None and should_stop():
                 break
-            if deadline is not None and time.time() >= deadline:
+            if past(deadline):
                 break
             if shared:
                 claim.acquire(LOCK_TIMEOUT)
@@ -229,6 +239,14 @@ class _NoLock:
 
 
 NO_LOCK = _NoLock()
+
+
+def past(deadline: float | None) -> bool:
+    return deadline is not None and time.time() >= deadline
+
+
+def has_complete_trial(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def _ms(moment) -> int:

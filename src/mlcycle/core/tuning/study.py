@@ -81,6 +81,7 @@ class TrialResult:
     start_ms: int
     end_ms: int
     pruned_step: int | None = None  # pruned trials: how many folds were scored
+    stopped: bool = False  # pruned because tune.timeout passed (not by the pruner)
     worker: str = ""
     family: str = ""  # the estimator family the trial drew (model=auto) or the model's own
     # tune.fidelity=subsample: (step in ninths of the training rows, mean CV score) per rung reached
